@@ -14,6 +14,8 @@ directory (the embedded defaults), MinIO/SeaweedFS/Ceph, or AWS S3.
 * Transient S3 errors (throttling, 5xx, dropped connections) are retried with exponential
   backoff and jitter by botocore's ``standard`` retry mode (``AWS_MAX_ATTEMPTS``, default 5):
   a well-tested implementation, so none is hand-written here.
+* Checksums are sent only where the S3 API requires them (``AWS_REQUEST_CHECKSUM_CALCULATION``,
+  default ``when_required``): botocore's newer default breaks several S3-compatible servers.
 * Errors are turned into :class:`StoreError` with a message that names the problem (missing
   bucket, missing credentials, unreachable endpoint, missing object).
 """
@@ -55,6 +57,7 @@ __all__ = [
     "size",
     "copy_to_local",
     "local_cache_path",
+    "copy_to_path",
 ]
 
 
@@ -146,6 +149,10 @@ def _client():
                 retries={"mode": "standard", "max_attempts": s.max_attempts},
                 connect_timeout=float(os.environ.get("SEEDBED_S3_CONNECT_TIMEOUT", "10")),
                 read_timeout=float(os.environ.get("SEEDBED_S3_READ_TIMEOUT", "120")),
+                # botocore >= 1.36 sends aws-chunked CRC trailers by default, which older MinIO,
+                # Ceph RGW and SeaweedFS reject or mangle: checksum only where the API requires it
+                request_checksum_calculation=os.environ.get("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required"),
+                response_checksum_validation=os.environ.get("AWS_RESPONSE_CHECKSUM_VALIDATION", "when_required"),
             )
             region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
             _clients[key] = boto3.session.Session().client(
@@ -460,4 +467,13 @@ def copy_to_local(uri: str, cache_dir: str | None = None) -> Path:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+    return dest
+
+
+def copy_to_path(uri: str, path: str | os.PathLike) -> Path:
+    """Copy an object's bytes to a local file path (e.g. a KFP output artifact's ``.path``)."""
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(open_read(uri)) as src, open(dest, "wb") as out:
+        shutil.copyfileobj(io.BufferedReader(src, 1 << 20) if isinstance(src, _S3Reader) else src, out, 1 << 20)
     return dest

@@ -1,0 +1,10 @@
+"""KFP pipelines composed from ``components/``. ``seedbed compile`` writes one YAML per entry."""
+
+from __future__ import annotations
+
+
+def registry() -> dict:
+    """Pipeline name (as used by ``seedbed run``/``compile``) → pipeline function."""
+    from pipelines.betr_select import betr_select
+
+    return {"betr-select": betr_select}

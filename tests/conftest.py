@@ -1,0 +1,55 @@
+"""Shared fixtures: real data paths and a real S3 endpoint (moto's server) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SEEDBED_DATA", REPO.parent / "shared" / "data"))
+TINY = SHARED_DATA / "tiny"
+
+# botocore must never try the EC2 metadata service (a non-loopback address) during tests
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+
+
+@pytest.fixture(scope="session")
+def tiny() -> Path:
+    assert TINY.is_dir(), f"the tiny test data is missing at {TINY} (set SEEDBED_DATA)"
+    return TINY
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    assert SHARED_DATA.is_dir(), f"the shared data is missing at {SHARED_DATA} (set SEEDBED_DATA)"
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's ThreadedMotoServer: real S3 over HTTP on 127.0.0.1 (a free port)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch):
+    """Environment pointing seedbed.store at the moto server; yields a fresh bucket name."""
+    import boto3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    bucket = f"seedbed-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=bucket)
+    yield bucket
