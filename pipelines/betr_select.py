@@ -16,7 +16,6 @@ named output is silently skipped locally); the ParallelFor iterates over a list 
 strings (ints in lists arrive as floats).
 """
 
-from __future__ import annotations
 
 import os
 
@@ -64,6 +63,7 @@ def betr_select(
     sample_size: int = 100_000,
     heldout_size: int = 100_000,
     seed: int = 0,
+    heldout_seed: int = 1,
     embed_model: str = "default",
     embed_batch_size: int = 64,
     embed_max_length: int = 256,
@@ -90,6 +90,7 @@ def betr_select(
         target_mode: "aware" (equal examples per benchmark) or "blind" (all examples).
         keep_rates: comma-separated token keep rates (%) to compute thresholds for.
         keep_rate: the keep rate (%) the filter applies; must be in (0, 100].
+        heldout_seed: seed of the held-out threshold sample (differs from `seed`: other docs).
     """
     pool = _cluster_settings(
         ingest_corpus(sources=pool_uris, work_uri=work_uri, name="pool", docs_per_shard=docs_per_shard)
@@ -164,7 +165,7 @@ def betr_select(
             keep_rates=keep_rates,
             keep_rate=keep_rate,
             sample_size=heldout_size,
-            seed=seed + 1,
+            seed=heldout_seed,
         )
     ).set_display_name("thresholds")
     shards = _cluster_settings(plan_filter(pool_uri=pool.outputs["Output"])).set_display_name("plan filter")
