@@ -392,7 +392,7 @@ def _pool_records(base: Path, seen: set[bytes]) -> Iterator[tuple[str, list[dict
 
 
 def _write_jsonl_gz(path: Path, records: list[dict]) -> int:
-    with corpus.ShardWriter(str(path)) as w:
+    with corpus.ShardWriter(str(path), level=1) as w:  # fast; these files are small
         w.write_many(records)
     return w.docs
 

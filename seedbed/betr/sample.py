@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import re
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from seedbed import corpus as sc
 from seedbed import store
@@ -43,6 +44,15 @@ def sample_key(seed: int, doc_id: str) -> int:
     """The sampling key of one document: 64 bits of blake2b over the seed and the id."""
     h = hashlib.blake2b(f"{seed}\x00{doc_id}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(h, "big")
+
+
+def _positive_int(n) -> int:
+    """``n`` as a positive int (an integral float such as 1e6, as KFP may pass, is accepted)."""
+    if isinstance(n, float) and n.is_integer():
+        n = int(n)
+    if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
+        raise SampleError(f"sample size n must be a positive integer, got {n!r}")
+    return n
 
 
 class _Entry:
@@ -84,8 +94,7 @@ def bottom_k(
     Pure and streaming; see the module docstring. Records without an ``id`` are skipped and
     counted in ``no_id``; ids in ``exclude_ids`` are skipped and counted in ``excluded``.
     """
-    if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
-        raise SampleError(f"sample size n must be a positive integer, got {n!r}")
+    n = _positive_int(n)
     excl = set(exclude_ids) if exclude_ids is not None else set()
     heap: list[_Entry] = []
     in_heap: set[str] = set()
@@ -151,6 +160,9 @@ def _ids_fingerprint(ids: Iterable[str] | None) -> dict | None:
     return {"count": len(ids), "blake2b": h.hexdigest()}
 
 
+_OWN_SHARD = re.compile(r"part-\d{5}\.jsonl(\.gz|\.zst)?")
+
+
 def _check_existing(out_prefix: str, params: dict, overwrite: bool) -> sc.Manifest | None:
     manifest_uri = store.join(out_prefix, sc.MANIFEST_NAME)
     if store.exists(manifest_uri):
@@ -165,7 +177,9 @@ def _check_existing(out_prefix: str, params: dict, overwrite: bool) -> sc.Manife
         store.delete(manifest_uri)
     if store.exists_prefix(out_prefix):
         for old in store.list_uris(out_prefix, suffixes=sc.SHARD_SUFFIXES):
-            store.delete(old)
+            # only shards this stage writes (part-NNNNN.* directly under the prefix)
+            if _OWN_SHARD.fullmatch(store.basename(old)) and store.parent(old).rstrip("/") == str(out_prefix).rstrip("/"):
+                store.delete(old)
     return None
 
 
@@ -187,8 +201,7 @@ def sample_corpus(
     example the documents of an earlier sample, to draw a disjoint held-out sample) are never
     sampled. Returns the sample's manifest.
     """
-    if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
-        raise SampleError(f"sample size n must be a positive integer, got {n!r}")
+    n = _positive_int(n)
     exclude_ids = None if exclude_ids is None else list(exclude_ids)
     params = {
         "corpus": _corpus_ref(corpus),

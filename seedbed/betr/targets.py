@@ -50,7 +50,7 @@ Modes
 
 Output: a corpus under ``out_prefix`` (``seedbed.corpus.write_corpus``) of records
 ``{"id": "<benchmark>/<split>/<example id>", "text", "benchmark", "split"}``, ordered by
-benchmark, split, then seeded hash. ``manifest.json`` meta: ``counts`` (per benchmark),
+benchmark (target-set order), split (preference order), then seeded hash. ``manifest.json`` meta: ``counts`` (per benchmark),
 ``counts_by_split`` (per benchmark and split), ``available`` (allowed examples per benchmark),
 ``missing``, ``skipped``, ``short``, ``split_notes``, ``eval_exclusions``, ``read_stats`` and
 ``params``. Idempotent per docs/stage-contracts.md.
@@ -62,7 +62,7 @@ import hashlib
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import orjson
 
@@ -259,6 +259,15 @@ def resolve_target_set(target_set: str | Sequence[str], present: Iterable[str]) 
     return chosen, missing
 
 
+def _as_list(v: str | Sequence[str] | None) -> list[str] | None:
+    """A list of names from a list or a comma-separated string (as a KFP parameter arrives)."""
+    if v is None:
+        return None
+    if isinstance(v, str):
+        return [x.strip() for x in v.split(",") if x.strip()]
+    return [str(x).strip() for x in v if str(x).strip()]
+
+
 def _rank_key(seed: int, ex: BenchmarkExample) -> bytes:
     return hashlib.blake2b(f"{seed}\x00{ex.benchmark}\x00{ex.split}\x00{ex.id}".encode(), digest_size=8).digest()
 
@@ -277,8 +286,8 @@ def select_examples(
         raise TargetsError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
     if mode == "aware" and (not isinstance(per_benchmark, int) or per_benchmark <= 0):
         raise TargetsError(f"per_benchmark must be a positive integer, got {per_benchmark!r}")
-    order = list(splits) if splits else list(DEFAULT_SPLITS)
-    excluded = set(exclude_splits or ())
+    order = _as_list(splits) or list(DEFAULT_SPLITS)
+    excluded = set(_as_list(exclude_splits) or ())
     allowed = [s for s in order if s not in excluded]
     if not allowed:
         raise TargetsError(f"no split left to use: splits {order} all excluded by exclude_splits {sorted(excluded)}")
@@ -313,8 +322,9 @@ def select_examples(
             if len(picked) < per_benchmark:
                 info["short"][bench] = len(picked)
             if "train" not in used:
+                why = "no train split in this data" if "train" not in have else "train split not allowed"
                 info["split_notes"][bench] = (
-                    f"no train split in this data: targets come from {'+'.join(used)} "
+                    f"{why}: targets come from {'+'.join(used)} "
                     f"(SPEC: train splits only); do not evaluate a selection targeted at it on {'/'.join(used)}"
                 )
             elif used != ["train"]:
@@ -326,6 +336,9 @@ def select_examples(
 
 
 # ----------------------------------------------------------------------------- the stage
+
+
+_OWN_SHARD = re.compile(r"part-\d{5}\.jsonl(\.gz|\.zst)?")
 
 
 def _check_existing(out_prefix: str, params: dict, overwrite: bool) -> corpus.Manifest | None:
@@ -343,7 +356,9 @@ def _check_existing(out_prefix: str, params: dict, overwrite: bool) -> corpus.Ma
     # no finished output: clear stale shards of an earlier interrupted or overwritten run
     if store.exists_prefix(out_prefix):
         for old in store.list_uris(out_prefix, suffixes=corpus.SHARD_SUFFIXES):
-            store.delete(old)
+            # only shards this stage writes (part-NNNNN.* directly under the prefix)
+            if _OWN_SHARD.fullmatch(store.basename(old)) and store.parent(old).rstrip("/") == str(out_prefix).rstrip("/"):
+                store.delete(old)
     return None
 
 
@@ -364,6 +379,10 @@ def build_targets(
     Returns the corpus manifest. An existing output with the same params is returned as is;
     with other params a :class:`TargetsError` is raised unless ``overwrite``.
     """
+    splits = _as_list(splits)
+    exclude_splits = _as_list(exclude_splits)
+    if isinstance(per_benchmark, float) and per_benchmark.is_integer():
+        per_benchmark = int(per_benchmark)  # KFP may pass ints as floats
     params = {
         "benchmarks_uri": str(benchmarks_uri),
         "target_set": target_set if isinstance(target_set, str) else ",".join(target_set),
