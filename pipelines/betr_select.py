@@ -160,6 +160,7 @@ def betr_select(
         compute_thresholds(
             model_uri=clf.outputs["Output"],
             pool_uri=pool.outputs["Output"],
+            exclude_corpus_uri=sample.outputs["Output"],
             work_uri=work_uri,
             name="thresholds",
             keep_rates=keep_rates,

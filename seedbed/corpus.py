@@ -108,16 +108,32 @@ def list_shards(uri: str) -> list[str]:
 
 @contextlib.contextmanager
 def open_lines(uri: str) -> Iterator[Iterator[bytes]]:
-    """Yield an iterator over the raw (decompressed) lines of one shard, newline stripped."""
+    """Yield an iterator over the raw (decompressed) lines of one shard, newline stripped.
+
+    A corrupt or truncated compressed input raises :class:`CorpusError` naming the shard; errors
+    raised by the caller's own code inside the block pass through unchanged.
+    """
     raw = store.open_read(uri)
     if not isinstance(raw, io.BufferedIOBase) and not hasattr(raw, "peek"):
         raw = io.BufferedReader(raw, 1 << 20)
     stream = _decompressed(raw, uri)
     buffered = io.BufferedReader(stream, 1 << 20) if not isinstance(stream, io.BufferedReader) else stream
+
+    def lines() -> Iterator[bytes]:
+        it = iter(buffered)
+        while True:
+            try:
+                line = next(it)
+            except StopIteration:
+                return
+            except (OSError, EOFError) as e:  # zlib/zstd errors, truncated streams
+                if isinstance(e, store.StoreError):
+                    raise
+                raise CorpusError(f"cannot decompress {uri}: {e}") from None
+            yield line.rstrip(b"\r\n")
+
     try:
-        yield (line.rstrip(b"\r\n") for line in buffered)
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise CorpusError(f"cannot decompress {uri}: {e}") from None
+        yield lines()
     finally:
         with contextlib.suppress(Exception):
             buffered.close()
@@ -162,13 +178,10 @@ def iter_records(uri: str, stats: ReadStats | None = None) -> Iterator[dict]:
     """Stream the well-formed records of one shard; malformed lines are counted in ``stats``."""
     stats = stats if stats is not None else ReadStats()
     with open_lines(uri) as lines:
-        try:
-            for line in lines:
-                rec = parse_line(line, stats)
-                if rec is not None:
-                    yield rec
-        except (OSError, EOFError) as e:
-            raise CorpusError(f"cannot decompress {uri}: {e}") from None
+        for line in lines:
+            rec = parse_line(line, stats)
+            if rec is not None:
+                yield rec
 
 
 # ----------------------------------------------------------------------------- writing
@@ -196,11 +209,11 @@ class ShardWriter:
         self._raw = self._cm.__enter__()
         if self.uri.endswith(".gz"):
             # mtime=0: identical input gives byte-identical shards (idempotent reruns)
-            self._out = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=self._level or 6, mtime=0)
+            self._out = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=6 if self._level is None else self._level, mtime=0)
         elif self.uri.endswith(".zst"):
             import zstandard
 
-            self._out = zstandard.ZstdCompressor(level=self._level or 3).stream_writer(self._raw, closefd=False)
+            self._out = zstandard.ZstdCompressor(level=3 if self._level is None else self._level).stream_writer(self._raw, closefd=False)
         else:
             self._out = self._raw
         return self

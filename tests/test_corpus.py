@@ -92,3 +92,16 @@ def test_ingest_domains_prefix_from_s3(tiny, s3):
     m = corpus.ingest([f"s3://{s3}/raw"], f"s3://{s3}/corpus", docs_per_shard=300, suffix=".jsonl.zst")
     assert m.docs == 1000 and len(m.shards) == 4
     assert store.list_uris(f"s3://{s3}/corpus", suffixes=(".zst",)) == [s.uri for s in m.shards]
+
+
+def test_truncated_gzip_is_a_corpus_error_naming_the_shard(tiny, tmp_path):
+    data = (tiny / "pool_tiny.jsonl.gz").read_bytes()
+    bad = tmp_path / "cut.jsonl.gz"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(corpus.CorpusError, match="cannot decompress .*cut.jsonl.gz"):
+        list(corpus.iter_records(str(bad)))
+    # an error of the caller's own inside the block is not disguised as a decompression error
+    with pytest.raises(KeyError):
+        with corpus.open_lines(str(tiny / "pool_tiny.jsonl.gz")) as lines:
+            next(lines)
+            raise KeyError("mine")

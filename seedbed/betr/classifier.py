@@ -28,7 +28,14 @@ Choices and why:
   ``metrics.json`` with a new ``model.bin``.
 * **Scoring.** :class:`Classifier` batches through fastText's list ``predict`` (the loop runs
   in C++). The model is binary softmax, so P(pos) = p when the top label is positive and
-  1 − p otherwise: ``k=1`` is enough (cheaper than ``k=2``).
+  1 − p otherwise: ``k=1`` is enough (cheaper than ``k=2``). fastText reports ``p + 1e-5``
+  (it takes ``log(p + 1e-5)``); the offset is removed so both branches are exact. A model
+  trained with ``loss="ova"``/``"ns"`` (independent per-label scores) is scored with ``k=2``.
+* **One training per fresh process.** This fastText build reads uninitialised memory during
+  training (most of the input matrix when ``thread < 10``): a second ``train_supervised`` in
+  the same process gave chance-level models or "Encountered NaN". Training therefore runs in
+  a fresh ``python -c`` child whose large allocations are zeroed pages (see
+  :func:`_train_isolated`), which is upstream fastText's behaviour.
 """
 
 from __future__ import annotations
@@ -47,8 +54,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .. import corpus, store
+from .. import text as _text  # _text.normalize looked up at call time: one normalizer
 from ..resources import available_cpus
-from ..text import normalize
 
 __all__ = [
     "DEFAULT_PARAMS",
@@ -78,6 +85,8 @@ POS_LABEL = "__label__pos"
 NEG_LABEL = "__label__neg"
 MODEL_NAME = "model.bin"
 METRICS_NAME = "metrics.json"
+#: fastText's predict returns exp(log(p + 1e-5)) (its ``std_log``), not p
+_FT_PROB_OFFSET = 1e-5
 #: A class with fewer usable docs than this cannot be trained and evaluated sensibly.
 MIN_DOCS_PER_CLASS = 5
 
@@ -103,6 +112,10 @@ class Classifier:
         self.uri = uri
         self.positive_label = positive_label
         self._predict = model.f.multilinePredict  # the C++ batch loop, without per-text checks
+        # softmax / hierarchical softmax: the two probabilities sum to 1, so k=1 suffices;
+        # one-vs-all / negative sampling score each label independently: ask for both (k=2)
+        loss = getattr(model.f.getArgs().loss, "name", "softmax")
+        self._k = 1 if loss in ("softmax", "hs") else 2
 
     @classmethod
     def load(cls, model_uri: str, positive_label: str = POS_LABEL) -> "Classifier":
@@ -128,23 +141,34 @@ class Classifier:
         n = len(texts)
         if n == 0:
             return np.zeros(0, dtype=np.float64)
+        if any("\n" in t for t in texts):
+            # fastText would silently score only the first line of such a text
+            raise ClassifierError("score_normalized got a text containing '\\n'; use score() or seedbed.text.normalize")
         lines = [t + "\n" for t in texts]  # fastText reads one line per text
-        labels, probs = self._predict(lines, 1, 0.0, "strict")
+        labels, probs = self._predict(lines, self._k, 0.0, "strict")
+        # fastText reports exp(log(p + 1e-5)), i.e. p + 1e-5: undo the offset so that the
+        # k=1 trick (1 - p_neg) is exact and continuous at 0.5, then clip to [0, 1]
+        eps = _FT_PROB_OFFSET
         out = np.empty(n, dtype=np.float64)
         pos = self.positive_label
-        for i, (lab, p) in enumerate(zip(labels, probs)):
-            if len(lab) == 0:  # no prediction at all (cannot happen with a trained EOS token)
-                out[i] = 0.5
-            elif lab[0] == pos:
-                out[i] = p[0]
-            else:
-                out[i] = 1.0 - p[0]
-        # fastText adds 1e-5 to probabilities before the softmax sum; keep the contract [0, 1]
+        if self._k == 1:
+            for i, (lab, p) in enumerate(zip(labels, probs)):
+                if len(lab) == 0:  # no prediction at all (cannot happen with a trained EOS token)
+                    out[i] = 0.5
+                elif lab[0] == pos:
+                    out[i] = p[0] - eps
+                else:
+                    out[i] = 1.0 - (p[0] - eps)
+        else:
+            for i, (lab, p) in enumerate(zip(labels, probs)):
+                d = dict(zip(lab, p))
+                out[i] = d[pos] - eps if pos in d else 0.0
         np.clip(out, 0.0, 1.0, out=out)
         return out
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         """P(positive) in [0, 1] for each raw text (normalized here with the shared normalizer)."""
+        normalize = _text.normalize
         return self.score_normalized([normalize(t) for t in texts])
 
     def predict_labels(self, texts: Sequence[str]) -> np.ndarray:
@@ -263,13 +287,71 @@ def _write_training_file(path: Path, docs: Iterable[dict]) -> None:
         for d in docs:
             f.write(POS_LABEL if d["label"] == 1 else NEG_LABEL)
             f.write(" ")
-            f.write(normalize(d["text"]))
+            f.write(_text.normalize(d["text"]))
             f.write("\n")
 
 
 def _counts(docs: list[dict]) -> dict:
     pos = sum(1 for d in docs if d["label"] == 1)
     return {"pos": pos, "neg": len(docs) - pos}
+
+
+_TRAIN_CHILD = r"""
+import json, sys
+import fasttext
+a = json.loads(sys.stdin.read())
+try:
+    fasttext.train_supervised(input=a["input"], **a["kwargs"]).save_model(a["output"])
+except Exception as e:
+    sys.stderr.write("seedbed-fasttext-error: %s: %s\n" % (type(e).__name__, e))
+    sys.exit(3)
+"""
+
+
+def _train_isolated(train_path: str, model_path: str, kwargs: dict) -> None:
+    """Train in a fresh Python process whose large allocations are fresh (zeroed) pages.
+
+    Why: fastText 0.9.2 initialises the input matrix in blocks of ``rows*dim/10`` values, one
+    block per training thread, so with fewer than 10 threads most of the matrix is never
+    written; upstream it is a zero-filled ``std::vector``, but in this wheel
+    (fasttext-numpy2-wheel 0.9.2) the memory is left uninitialised. Measured here: with
+    ``MALLOC_PERTURB_`` (garbage in fresh allocations) a 1-2 thread model is chance-level
+    (0.5 accuracy) while a 10-thread model is fine (0.93); a *second* training in the same
+    process reuses freed memory and gives chance-level models or "Encountered NaN". A fresh
+    process with ``MALLOC_MMAP_THRESHOLD_=65536`` gets every matrix from a new mmap, i.e.
+    zero pages: exactly upstream's behaviour, bit-reproducible with ``thread=1``. The child
+    is a plain ``python -c`` (not multiprocessing ``spawn``, which would re-import the caller's
+    ``__main__`` and break unguarded scripts and notebooks); a crash there (NaN, OOM) cannot
+    take the caller down.
+    """
+    import json
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
+    env.pop("MALLOC_PERTURB_", None)
+    payload = json.dumps({"input": train_path, "output": model_path, "kwargs": kwargs})
+    r = subprocess.run(
+        [sys.executable, "-c", _TRAIN_CHILD],
+        input=payload,
+        env=env,
+        stdout=None if kwargs.get("verbose") else subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    if r.returncode != 0 or not Path(model_path).is_file():
+        shown = {k: v for k, v in kwargs.items() if k not in ("thread", "seed", "label", "verbose")}
+        lines = [ln for ln in (r.stderr or "").strip().splitlines() if ln.strip()]
+        err = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("seedbed-fasttext-error:")), None)
+        if err is None:
+            err = f"the training process exited with code {r.returncode}" + (
+                " (killed: out of memory?)" if r.returncode < 0 else ""
+            ) + (f": {lines[-1]}" if lines else "")
+        hint = " (lower lr?)" if "NaN" in err else ""
+        raise ClassifierError(f"fastText training failed with params {shown}: {err}{hint}")
+    if kwargs.get("verbose") and r.stderr:
+        sys.stderr.write(r.stderr)
 
 
 def train_classifier(
@@ -327,27 +409,20 @@ def train_classifier(
     del docs
     n_threads = threads or available_cpus()
 
-    import fasttext
-
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="seedbed-ft-") as tmp:
         train_path = Path(tmp) / "train.txt"
         _write_training_file(train_path, train)
-        kwargs = {"verbose": 0, **ft_params}
-        try:
-            model = fasttext.train_supervised(
-                input=str(train_path), thread=n_threads, seed=int(seed), label="__label__", **kwargs
-            )
-        except (TypeError, ValueError, RuntimeError) as e:
-            raise ClassifierError(f"fastText training failed with params {ft_params}: {e}") from None
-        train_seconds = time.perf_counter() - t0
         local_model = Path(tmp) / MODEL_NAME
-        model.save_model(str(local_model))
+        kwargs = {"verbose": 0, **ft_params, "thread": n_threads, "seed": int(seed), "label": "__label__"}
+        _train_isolated(str(train_path), str(local_model), kwargs)
+        train_seconds = time.perf_counter() - t0
         model_bytes = local_model.stat().st_size
+        clf = Classifier.load(str(local_model))
+        clf.uri = model_uri
         with open(local_model, "rb") as src, store.open_write(model_uri) as dst:
             shutil.copyfileobj(src, dst, 8 << 20)
 
-    clf = Classifier(model, uri=model_uri)
     t1 = time.perf_counter()
     scores = clf.score([d["text"] for d in held])
     eval_seconds = time.perf_counter() - t1
@@ -363,7 +438,7 @@ def train_classifier(
         "n_heldout": len(held),
         "label_counts": {"train": _counts(train), "heldout": _counts(held)},
         "threads": n_threads,
-        "vocab_size": len(model.words),
+        "vocab_size": len(clf.model.words),
         "model_uri": model_uri,
         "model_bytes": model_bytes,
         "train_seconds": round(train_seconds, 3),

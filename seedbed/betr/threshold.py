@@ -16,17 +16,17 @@ returned ``docs_kept`` / ``tokens_kept`` are the *actual* counts at ``score >= t
 included, so a report shows exactly what the threshold does on the sample.
 
 :func:`compute_thresholds` scores a deterministic held-out sample of the pool with the trained
-classifier and writes ``thresholds.json``. The sample is a *bottom-k* sample: each doc gets the
-key ``blake2b(seed, id)`` and the ``sample_size`` smallest keys are kept. That is uniform,
-reproducible, independent of shard order and sharding, and needs one streaming pass with
-``O(sample_size)`` memory. Docs in ``exclude_ids`` (e.g. the classifier's training docs) are
-skipped so the thresholds come from docs the classifier never saw.
+classifier and writes ``thresholds.json``. The sample is the project's *bottom-k* sample
+(:func:`seedbed.betr.sample.bottom_k`): each doc gets the key ``blake2b(seed, id)`` and the
+``sample_size`` smallest keys are kept. That is uniform, reproducible, independent of shard
+order and sharding, and needs one streaming pass with ``O(sample_size)`` memory. Use a seed
+other than the pool-sample stage's so the two samples are independent, and pass the
+classifier's training ids as ``exclude_ids`` so the thresholds come from docs it never saw.
 """
 
 from __future__ import annotations
 
 import hashlib
-import heapq
 import math
 import time
 from numbers import Real
@@ -34,16 +34,16 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .. import corpus, store
+from .. import corpus as _corpus
+from .. import store
 from ..text import count_tokens
 from .classifier import Classifier
+from .sample import bottom_k
 
 __all__ = [
     "ThresholdError",
     "thresholds_for_keep_rates",
     "compute_thresholds",
-    "sample_key",
-    "bottom_k_sample",
     "rate_key",
     "validate_keep_rates",
 ]
@@ -63,7 +63,10 @@ def rate_key(p: float) -> str:
 
 
 def validate_keep_rates(keep_rates: Iterable) -> list:
-    """Keep rates as numbers (integral values as int), each finite and in (0, 100]; else ThresholdError."""
+    """Keep rates as numbers (integral values as int, repeats dropped), each finite and in (0, 100].
+
+    Anything else raises :class:`ThresholdError` naming the bad value.
+    """
     if isinstance(keep_rates, (str, bytes)) or not isinstance(keep_rates, Iterable):
         raise ThresholdError(f"keep_rates must be a list of percentages in (0, 100], got {keep_rates!r}")
     rates = list(keep_rates)
@@ -74,11 +77,12 @@ def validate_keep_rates(keep_rates: Iterable) -> list:
             raise ThresholdError(
                 f"keep rate {p!r} is invalid: keep rates are percentages of tokens in (0, 100]"
             )
-    keys = [rate_key(p) for p in rates]
-    if len(set(keys)) != len(keys):
-        raise ThresholdError(f"duplicate keep rates in {rates}")
-    # 3, 3.0 and np.int64(3) all become 3 (KFP delivers list ints as floats): clean JSON keys
-    return [int(p) if float(p).is_integer() else float(p) for p in rates]
+    # 3, 3.0 and np.int64(3) all become 3 (KFP delivers list ints as floats): clean JSON keys;
+    # repeats (e.g. the filter's keep rate appended to the report's list) are dropped, in order
+    out: dict[str, float] = {}
+    for p in rates:
+        out.setdefault(rate_key(p), int(p) if float(p).is_integer() else float(p))
+    return list(out.values())
 
 
 def thresholds_for_keep_rates(scores: Sequence[float], tokens: Sequence[int], keep_rates: Iterable) -> dict:
@@ -135,46 +139,12 @@ def thresholds_for_keep_rates(scores: Sequence[float], tokens: Sequence[int], ke
 
 
 # ----------------------------------------------------------------------------- sampling
-
-
-def sample_key(seed: int, doc_id: str) -> int:
-    """The bottom-k sampling key of a doc: 64 bits of ``blake2b(seed, id)``."""
-    h = hashlib.blake2b(f"{seed}\x1f{doc_id}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(h, "big")
-
-
-def bottom_k_sample(records: Iterable[dict], k: int, seed: int, exclude_ids: set | None = None) -> list[dict]:
-    """The ``k`` records with the smallest :func:`sample_key` (one pass, O(k) memory), in key order.
-
-    Records with an id in ``exclude_ids`` are skipped. Duplicate ids (same key) keep the first.
-    """
-    if k <= 0:
-        raise ThresholdError(f"sample_size must be positive, got {k}")
-    heap: list[tuple[int, int, dict]] = []  # (-key, -seq, rec): a max-heap on key
-    seen_keys: set[int] = set()
-    excl = exclude_ids or set()
-    for seq, rec in enumerate(records):
-        rid = rec["id"]
-        if rid in excl:
-            continue
-        key = sample_key(seed, rid)
-        if len(heap) < k:
-            if key in seen_keys:
-                continue
-            seen_keys.add(key)
-            heapq.heappush(heap, (-key, -seq, rec))
-        elif key < -heap[0][0]:
-            if key in seen_keys:
-                continue
-            seen_keys.add(key)
-            old = heapq.heapreplace(heap, (-key, -seq, rec))
-            seen_keys.discard(-old[0])
-    heap.sort(key=lambda x: (-x[0], -x[1]))
-    return [r for _, _, r in heap]
+# The held-out sample is the pool-sample stage's bottom-k (seedbed.betr.sample.bottom_k): one
+# sampling rule for the whole project, order- and sharding-independent.
 
 
 def _corpus_label(c) -> str:
-    if isinstance(c, corpus.Manifest):
+    if isinstance(c, _corpus.Manifest):
         h = hashlib.blake2b("\n".join(s.uri for s in c.shards).encode(), digest_size=8).hexdigest()
         return f"manifest:{len(c.shards)}-shards:{h}"
     return str(c)
@@ -191,29 +161,35 @@ def _ids_digest(ids: set | None) -> str | None:
 
 def compute_thresholds(
     model_uri: str,
-    corpus_ref,
+    corpus,
     out_prefix: str,
     keep_rates: Sequence = (3, 10, 30),
     sample_size: int = 100_000,
     seed: int = 1,
     exclude_ids: set | None = None,
+    exclude_corpus=None,
     overwrite: bool = False,
     batch_size: int = 4096,
 ) -> dict:
     """Score a held-out bottom-k sample of the pool and write ``out_prefix/thresholds.json``.
 
-    ``corpus_ref`` is a corpus URI (prefix with ``manifest.json``, a manifest file, a prefix of
+    ``corpus`` is a corpus URI (prefix with ``manifest.json``, a manifest file, a prefix of
     shards or one shard) or a :class:`seedbed.corpus.Manifest`. Idempotent per the stage
     contract; ``params`` records the model, corpus, keep rates, sample size, seed and a digest
-    of ``exclude_ids``.
+    of ``exclude_ids``. ``exclude_corpus`` (a corpus ref, e.g. the classifier's training sample)
+    adds that corpus's ids to ``exclude_ids``.
     """
     rates = validate_keep_rates(keep_rates)
+    if isinstance(sample_size, float) and sample_size.is_integer():
+        sample_size = int(sample_size)  # KFP may deliver ints as floats
     if isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size <= 0:
         raise ThresholdError(f"sample_size must be a positive integer, got {sample_size!r}")
     out_uri = store.join(str(out_prefix), THRESHOLDS_NAME)
+    if exclude_corpus is not None:
+        exclude_ids = set(exclude_ids or ()) | {r["id"] for r in _corpus.iter_corpus(exclude_corpus)}
     params = {
         "model_uri": str(model_uri),
-        "corpus": _corpus_label(corpus_ref),
+        "corpus": _corpus_label(corpus),
         "keep_rates": rates,
         "sample_size": sample_size,
         "seed": int(seed),
@@ -230,13 +206,18 @@ def compute_thresholds(
             )
 
     t0 = time.perf_counter()
-    m = corpus_ref if isinstance(corpus_ref, corpus.Manifest) else corpus.resolve_corpus(str(corpus_ref))
-    read_stats = corpus.ReadStats()
-    sample = bottom_k_sample(corpus.iter_corpus(m, read_stats), sample_size, int(seed), exclude_ids)
+    m = corpus if isinstance(corpus, _corpus.Manifest) else _corpus.resolve_corpus(str(corpus))
+    read_stats = _corpus.ReadStats()
+    bk = bottom_k(_corpus.iter_corpus(m, read_stats), sample_size, int(seed),
+                  exclude_ids=exclude_ids, count_all_duplicates=False)
+    sample = bk.records
+    sampling = {"rule": "bottom-k by blake2b-64(seed, id)", "seen": bk.seen,
+                "excluded": bk.excluded, "duplicates_in_sample": bk.duplicates}
+    del bk
     if not sample:
         raise ThresholdError(
-            f"no usable documents to sample in {_corpus_label(corpus_ref)} "
-            f"(read stats {read_stats.as_dict()}, {len(exclude_ids or ())} ids excluded)"
+            f"no usable documents to sample in {_corpus_label(corpus)} "
+            f"(read stats {read_stats.as_dict()}, {sampling['excluded']} excluded)"
         )
     t1 = time.perf_counter()
     clf = Classifier.load(str(model_uri))
@@ -252,6 +233,7 @@ def compute_thresholds(
         str(q): float(np.quantile(scores, q)) for q in (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
     }
     res["read_stats"] = read_stats.as_dict()
+    res["sampling"] = sampling
     res["seconds"] = {"sample": round(t1 - t0, 3), "score": round(t2 - t1, 3)}
     res["params"] = params
     store.write_json(out_uri, res)
