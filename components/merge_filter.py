@@ -24,9 +24,8 @@ def merge_filter(
 
     out_uri = store.join(work_uri, name)
 
-    m = merge_filter_outputs(out_uri, threshold=threshold, keep_rate=keep_rate)
-    if len(m.shards) != len(shard_stats):
-        raise RuntimeError(f"{len(shard_stats)} shards were filtered but {len(m.shards)} have stats in {out_uri}")
+    done = [json.loads(s)["input_shard"] for s in shard_stats]
+    m = merge_filter_outputs(out_uri, threshold=threshold, keep_rate=keep_rate, expected_inputs=done)
     with open(manifest.path, "w") as f:
         json.dump(m.to_dict(), f, indent=2)
     manifest.metadata["uri"] = out_uri

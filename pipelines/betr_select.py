@@ -13,7 +13,9 @@ skip the library's checks; retrains must never be cache hits, SPEC §6).
 kfp.local notes (SPEC §6, kfp 2.17.0): conditions only use pipeline parameters (``dsl.If`` on a
 named output is silently skipped locally); the ParallelFor iterates over a list of strings
 (dict items with field access are broken); list parameters are passed as comma-separated
-strings (ints in lists arrive as floats).
+strings (ints in lists arrive as floats); and inside the ParallelFor no upstream task output is
+read, because kfp.local resolves each of them to the loop item: the filter's model and threshold
+travel inside the loop items instead.
 """
 
 
@@ -169,17 +171,13 @@ def betr_select(
             seed=heldout_seed,
         )
     ).set_display_name("thresholds")
-    shards = _cluster_settings(plan_filter(pool_uri=pool.outputs["Output"])).set_display_name("plan filter")
-    with dsl.ParallelFor(shards.output, parallelism=FILTER_PARALLELISM) as shard_uri:
+    shards = _cluster_settings(
+        plan_filter(pool_uri=pool.outputs["Output"], model_uri=clf.outputs["Output"], threshold=thr.outputs["Output"])
+    ).set_display_name("plan filter")
+    # inside the loop only the loop item and pipeline parameters are read (kfp.local bug, see plan_filter)
+    with dsl.ParallelFor(shards.output, parallelism=FILTER_PARALLELISM) as item:
         fs = _cluster_settings(
-            filter_shard(
-                model_uri=clf.outputs["Output"],
-                shard_uri=shard_uri,
-                work_uri=work_uri,
-                name="filtered",
-                threshold=thr.outputs["Output"],
-                keep_rate=keep_rate,
-            )
+            filter_shard(item=item, work_uri=work_uri, name="filtered", keep_rate=keep_rate)
         ).set_display_name("filter shard")
         fs.set_retry(num_retries=2, backoff_duration="30s")
     merged = _cluster_settings(
