@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_ARGS = [
     "--tiny", "--sample-size", "1200", "--heldout-size", "1000", "--per-benchmark", "20",
     "--docs-per-shard", "700", "--target-set", "science",
-    "-p", "top_k=64", "-p", "embed_max_length=128", "-p", "fasttext_params={\"minCount\": 2}",
+    "-p", "top_k=64",
 ]
 
 
