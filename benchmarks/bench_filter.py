@@ -24,14 +24,13 @@ paired ratios are printed (on a shared machine the paired median is the robust f
 with one process also docs per CPU-second.
 
 Findings (2-core shared VM, 41,945 docs, 346 tokens/doc, gzip level 1; see the report):
-the largest overhead outside fastText is :func:`seedbed.text.normalize`'s ``\s+`` regex
-(~58 µs/doc vs ~20 µs for the output-identical ``" ".join(text.split())``); ``--fast-normalize``
-measures the filter with that replacement (it first checks the outputs are identical on every doc).
+the largest overhead outside fastText was :func:`seedbed.text.normalize` as a ``\s+`` regex
+(~58 µs/doc); it is now the output-identical ``" ".join(text.split())`` (~20 µs/doc).
 
 Usage::
 
     .venv/bin/python benchmarks/bench_filter.py [--model URI] [--bucket N] [--workers N]
-                                               [--limit N] [--repeat N] [--fast-normalize] [--profile]
+                                               [--limit N] [--repeat N] [--profile]
 """
 
 from __future__ import annotations
@@ -118,12 +117,6 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=5, help="timed repetitions (raw and filter interleaved); the best of each is reported")
     ap.add_argument("--profile", action="store_true", help="cProfile one filter run (workers=1)")
     ap.add_argument("--workdir", default=None)
-    ap.add_argument(
-        "--fast-normalize", action="store_true",
-        help="for this run, replace seedbed.text.normalize (a \\s+ regex) by the equivalent "
-             "' '.join(text.split()) (checked identical on every pool doc first) to measure what "
-             "that change to seedbed/text.py would buy",
-    )
     args = ap.parse_args(argv)
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-filter-"))
@@ -132,16 +125,6 @@ def main(argv=None) -> int:
         model_uri = args.model or quick_model(workdir, args.bucket, args.train_per_class)
         docs = read_jsonl(Path(args.pool), args.limit)
         n = len(docs)
-        if args.fast_normalize:
-            import seedbed.text as stext
-
-            def fast_normalize(text: str) -> str:
-                return " ".join(text.split())
-
-            bad = sum(1 for d in docs if fast_normalize(d["text"]) != stext.normalize(d["text"]))
-            assert bad == 0, f"{bad} docs normalize differently"
-            stext.normalize = fast_normalize
-            print("normalizer: ' '.join(text.split()) (identical output on all pool docs)")
         per_shard = -(-n // args.shards)
         pool_manifest = workdir / "pool" / "manifest.json"
         pool = corpus.Manifest.load(str(pool_manifest)) if pool_manifest.exists() else None

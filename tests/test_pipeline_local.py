@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from seedbed import corpus, store
+from seedbed import corpus
 
 REPO = Path(__file__).resolve().parents[1]
 

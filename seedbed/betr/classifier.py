@@ -73,6 +73,11 @@ __all__ = [
 #: The paper's fastText settings (SPEC §1 step 5). Any of them can be overridden.
 DEFAULT_PARAMS: dict = dict(wordNgrams=2, lr=0.03, dim=128, minCount=5, epoch=5)
 
+#: Overrides for small label sets (a local run labels a few thousand docs, where DEFAULT_PARAMS,
+#: sized for the paper's ~1M labels, stay at chance). Measured on the default local run's 1,600
+#: labels: held-out accuracy 0.51 / AUC 0.56 with the defaults, 0.59 / 0.64 with these.
+SMALL_SAMPLE_PARAMS = {"lr": 0.2, "epoch": 50, "minCount": 2}
+
 #: fastText supervised-training parameters a caller may set. ``input``, ``label``, ``thread``
 #: and ``seed`` are controlled by :func:`train_classifier` itself; autotuning is not supported
 #: (it needs its own validation file and would make the run time unbounded).
