@@ -13,8 +13,8 @@ from seedbed import corpus
 REPO = Path(__file__).resolve().parents[1]
 
 TINY_ARGS = [
-    "--tiny", "--sample-size", "1200", "--heldout-size", "1000", "--per-benchmark", "20",
-    "--docs-per-shard", "700", "--target-set", "science",
+    "--tiny", "--sample-size", "1200", "--heldout-size", "1000", "--per-benchmark", "50",
+    "--docs-per-shard", "700", "--target-set", "gsm8k",
     "-p", "top_k=64",
 ]
 
@@ -57,12 +57,16 @@ def test_pipeline_produces_a_filtered_corpus_and_report(finished, tiny):
     assert "betr-report" in _task_dirs(work) or any("report" in d for d in _task_dirs(work))
     md = (work / "report" / "report.md").read_text()
     assert "data:image/png;base64," in md
-    # targeting science benchmarks pulls science abstracts above their pool share
+    # targeting GSM8K pulls the math domain: in the embedding labels and through the classifier
+    math = ("hendrycks_MATH", "stacks_project_latex", "aqua_rat")  # sources of domains/math
+    sample = list(corpus.iter_corpus(str(work / "sample")))
+    positives = [r for r in corpus.iter_records(str(work / "score" / "labels.jsonl.gz")) if r["label"] == 1]
+    base = sum(r.get("source") in math for r in sample) / len(sample)
+    assert sum(r.get("source") in math for r in positives) / len(positives) > 2 * base
     by = m.meta["by_source"]
-    science = ("arxiv_abstract", "scitldr_abstract", "pubmed_abstract_pqal")  # science_abstracts domain
-    sci_in = sum(v["docs_in"] for k, v in by.items() if k in science)
-    sci_kept = sum(v["docs_kept"] for k, v in by.items() if k in science)
-    assert sci_kept / totals["docs_kept"] > 1.5 * sci_in / totals["docs_in"], by
+    kept_math = sum(v["docs_kept"] for k, v in by.items() if k in math) / totals["docs_kept"]
+    in_math = sum(v["docs_in"] for k, v in by.items() if k in math) / totals["docs_in"]
+    assert kept_math > 1.5 * in_math, by
     assert "BETR selection finished" in res.stdout
 
 
