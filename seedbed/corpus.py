@@ -17,6 +17,7 @@ import contextlib
 import gzip
 import hashlib
 import io
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import IO, Iterable, Iterator
@@ -411,3 +412,32 @@ def ingest(
     m.meta["read_stats"] = stats.as_dict()
     m.save(manifest_uri)
     return m
+
+
+_OWN_SHARD = re.compile(r"part-\d{5}\.jsonl(\.gz|\.zst)?")
+
+
+def reuse_or_clear(out_prefix: str, params: dict, overwrite: bool, what: str, error=CorpusError) -> Manifest | None:
+    """The idempotency rule of corpus-writing stages (docs/stage-contracts.md).
+
+    Returns the finished corpus at ``out_prefix`` when its ``meta["params"]`` equal ``params``;
+    raises ``error`` when it was made with other params (unless ``overwrite``). Otherwise clears
+    stale ``part-NNNNN.*`` shards directly under the prefix (an interrupted or overwritten run:
+    nothing else is touched, so a mistaken prefix cannot wipe other data) and returns None.
+    """
+    manifest_uri = store.join(out_prefix, MANIFEST_NAME)
+    if store.exists(manifest_uri):
+        m = Manifest.load(manifest_uri)
+        if not overwrite:
+            if m.meta.get("params") == params:
+                return m
+            raise error(
+                f"{out_prefix} already holds {what} made with params {m.meta.get('params')}; "
+                f"now asked for {params}: choose another out_prefix or pass overwrite=True"
+            )
+        store.delete(manifest_uri)
+    if store.exists_prefix(out_prefix):
+        for old in store.list_uris(out_prefix, suffixes=SHARD_SUFFIXES):
+            if _OWN_SHARD.fullmatch(store.basename(old)) and store.parent(old).rstrip("/") == str(out_prefix).rstrip("/"):
+                store.delete(old)
+    return None

@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
 from seedbed import corpus as sc
-from seedbed import store
 
 __all__ = ["SampleError", "BottomK", "sample_key", "bottom_k", "sample_corpus"]
 
@@ -160,27 +158,8 @@ def _ids_fingerprint(ids: Iterable[str] | None) -> dict | None:
     return {"count": len(ids), "blake2b": h.hexdigest()}
 
 
-_OWN_SHARD = re.compile(r"part-\d{5}\.jsonl(\.gz|\.zst)?")
-
-
 def _check_existing(out_prefix: str, params: dict, overwrite: bool) -> sc.Manifest | None:
-    manifest_uri = store.join(out_prefix, sc.MANIFEST_NAME)
-    if store.exists(manifest_uri):
-        m = sc.Manifest.load(manifest_uri)
-        if not overwrite:
-            if m.meta.get("params") == params:
-                return m
-            raise SampleError(
-                f"{out_prefix} already holds a sample made with params {m.meta.get('params')}; "
-                f"now asked for {params}: choose another out_prefix or pass overwrite=True"
-            )
-        store.delete(manifest_uri)
-    if store.exists_prefix(out_prefix):
-        for old in store.list_uris(out_prefix, suffixes=sc.SHARD_SUFFIXES):
-            # only shards this stage writes (part-NNNNN.* directly under the prefix)
-            if _OWN_SHARD.fullmatch(store.basename(old)) and store.parent(old).rstrip("/") == str(out_prefix).rstrip("/"):
-                store.delete(old)
-    return None
+    return sc.reuse_or_clear(out_prefix, params, overwrite, "a sample", SampleError)
 
 
 def sample_corpus(

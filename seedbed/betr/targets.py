@@ -66,7 +66,7 @@ from typing import Iterable, Sequence
 
 import orjson
 
-from seedbed import corpus, store
+from seedbed import corpus
 
 __all__ = [
     "TARGET_SETS",
@@ -338,28 +338,8 @@ def select_examples(
 # ----------------------------------------------------------------------------- the stage
 
 
-_OWN_SHARD = re.compile(r"part-\d{5}\.jsonl(\.gz|\.zst)?")
-
-
 def _check_existing(out_prefix: str, params: dict, overwrite: bool) -> corpus.Manifest | None:
-    manifest_uri = store.join(out_prefix, corpus.MANIFEST_NAME)
-    if store.exists(manifest_uri):
-        m = corpus.Manifest.load(manifest_uri)
-        if not overwrite:
-            if m.meta.get("params") == params:
-                return m
-            raise TargetsError(
-                f"{out_prefix} already holds targets built with params {m.meta.get('params')}; "
-                f"now asked for {params}: choose another out_prefix or pass overwrite=True"
-            )
-        store.delete(manifest_uri)
-    # no finished output: clear stale shards of an earlier interrupted or overwritten run
-    if store.exists_prefix(out_prefix):
-        for old in store.list_uris(out_prefix, suffixes=corpus.SHARD_SUFFIXES):
-            # only shards this stage writes (part-NNNNN.* directly under the prefix)
-            if _OWN_SHARD.fullmatch(store.basename(old)) and store.parent(old).rstrip("/") == str(out_prefix).rstrip("/"):
-                store.delete(old)
-    return None
+    return corpus.reuse_or_clear(out_prefix, params, overwrite, "targets", TargetsError)
 
 
 def build_targets(
