@@ -53,3 +53,30 @@ def s3(s3_server, monkeypatch):
     bucket = f"seedbed-{uuid.uuid4().hex[:10]}"
     boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=bucket)
     yield bucket
+
+
+#: small and quick, still a real fastText model
+FAST_FASTTEXT = {"bucket": 20_000, "dim": 32, "lr": 0.2, "epoch": 20}
+
+
+@pytest.fixture(scope="session")
+def domain_classifier_uri(tmp_path_factory, tiny) -> str:
+    """A real fastText classifier on real text: math + science abstracts (1) vs Wikipedia + web pool (0)."""
+    import gzip
+
+    import orjson
+
+    from seedbed.betr.classifier import train_classifier
+
+    def read(path):
+        with gzip.open(path, "rb") as f:
+            return [orjson.loads(line) for line in f]
+
+    d = tmp_path_factory.mktemp("domain-model")
+    pos = read(tiny / "domains" / "math.jsonl.gz") + read(tiny / "domains" / "science_abstracts.jsonl.gz")
+    neg = read(tiny / "domains" / "wikipedia.jsonl.gz") + read(tiny / "pool_tiny.jsonl.gz")[:200]
+    with gzip.open(d / "labels.jsonl.gz", "wb") as f:
+        for lab, rs in ((1, pos), (0, neg)):
+            for r in rs:
+                f.write(orjson.dumps({"id": r["id"], "text": r["text"], "label": lab}) + b"\n")
+    return train_classifier(str(d / "labels.jsonl.gz"), str(d / "model"), params=FAST_FASTTEXT, threads=1)["model_uri"]

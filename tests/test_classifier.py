@@ -21,10 +21,7 @@ from seedbed.betr import classifier as C
 from seedbed.resources import available_cpus, cgroup_cpu_quota
 from seedbed.text import normalize
 
-TINY = Path(__file__).resolve().parents[2] / "shared" / "data" / "tiny"
-if not TINY.exists():
-    TINY = Path("/work/shared/data/tiny")
-pytestmark = pytest.mark.skipif(not TINY.exists(), reason="real tiny data not available")
+from conftest import TINY  # missing data fails the session fixture, never skips
 
 # small and quick, still a real fastText model; the defaults are checked separately
 FAST = {"bucket": 20_000, "dim": 32, "lr": 0.2, "epoch": 20}

@@ -19,10 +19,7 @@ from seedbed.betr import classifier as C
 from seedbed.betr import filter as F
 from seedbed.text import count_tokens, normalize
 
-TINY = Path(__file__).resolve().parents[2] / "shared" / "data" / "tiny"
-if not TINY.exists():
-    TINY = Path("/work/shared/data/tiny")
-pytestmark = pytest.mark.skipif(not TINY.exists(), reason="real tiny data not available")
+from conftest import TINY  # missing data fails the session fixture, never skips
 
 FAST = {"bucket": 20_000, "dim": 32, "lr": 0.2, "epoch": 20}
 
@@ -45,15 +42,8 @@ def _read(path: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def model_uri(tmp_path_factory) -> str:
-    d = tmp_path_factory.mktemp("flt-model")
-    pos = _read(TINY / "domains" / "math.jsonl.gz") + _read(TINY / "domains" / "science_abstracts.jsonl.gz")
-    neg = _read(TINY / "domains" / "wikipedia.jsonl.gz") + _read(TINY / "pool_tiny.jsonl.gz")[:200]
-    with gzip.open(d / "labels.jsonl.gz", "wb") as f:
-        for lab, rs in ((1, pos), (0, neg)):
-            for r in rs:
-                f.write(orjson.dumps({"id": r["id"], "text": r["text"], "label": lab}) + b"\n")
-    return C.train_classifier(str(d / "labels.jsonl.gz"), str(d / "model"), params=FAST, threads=1)["model_uri"]
+def model_uri(domain_classifier_uri) -> str:
+    return domain_classifier_uri
 
 
 @pytest.fixture(scope="module")
