@@ -1,149 +1,59 @@
-"""seedbed.betr.report, fed with stage outputs computed from real data.
+"""seedbed.betr.report, fed with the real stage outputs of a small BETR run on real data.
 
 The report's inputs (score.json, top_matches.json, metrics.json, thresholds.json, the filter
-manifest) are produced here by a cheap stand-in for the upstream stages, run on the real tiny
-pool + domains and real benchmark targets: hashed bag-of-words vectors instead of a neural
-embedder, a centroid classifier instead of fastText. The numbers and distributions are
-therefore real ones (real cosine ranks, real token counts, real sources), in the formats of
-docs/stage-contracts.md.
+manifest) come from the real stages (packaged MiniLM embeddings, exact top-K scoring, fastText,
+token thresholds, the sharded filter) run on the tiny pool + domains and real benchmark
+targets: the same files the pipeline hands to the report component.
 """
 
 from __future__ import annotations
 
 import base64
 import re
-import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from conftest import FAST_FASTTEXT
 from seedbed import corpus, data, store
+from seedbed.betr.classifier import train_classifier
+from seedbed.betr.embed import embed_corpus
+from seedbed.betr.filter import filter_corpus
 from seedbed.betr.report import build_report, fmt_num
 from seedbed.betr.sample import sample_corpus
+from seedbed.betr.score import score_and_label
 from seedbed.betr.targets import build_targets
-from seedbed.text import count_tokens
+from seedbed.betr.threshold import compute_thresholds
 
-SHARED = data.shared_data_dir()
-pytestmark = pytest.mark.skipif(SHARED is None, reason="no ../shared/data on this machine")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_WORD = re.compile(r"[a-z]{3,}")
-_STOP = set("the and for are was were with that this from which what when where who why how not but all any "
-            "can has have had its one two also into than then them they their there these those would could "
-            "should will may more most other some such only each many much very about after before over under "
-            "between following best because been being does did our out you your his her she him".split())
-
-
-def _vectors(texts: list[str], dim: int = 1 << 13) -> np.ndarray:
-    m = np.zeros((len(texts), dim), np.float32)
-    for i, t in enumerate(texts):
-        for w in _WORD.findall(t[:4000].lower()):
-            if w not in _STOP:
-                m[i, zlib.crc32(w.encode()) % dim] += 1.0
-    m = np.log1p(m)
-    return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-9)
-
-
-def _keep_threshold(scores: np.ndarray, tokens: np.ndarray, rate: float) -> float:
-    """Score threshold keeping ``rate`` % of the tokens, best documents first."""
-    order = np.argsort(-scores, kind="stable")
-    cum = np.cumsum(tokens[order])
-    k = int(np.searchsorted(cum, rate / 100.0 * cum[-1]))
-    return float(scores[order[min(k, len(order) - 1)]])
 
 
 @pytest.fixture(scope="module")
-def stage_outputs(tmp_path_factory) -> dict:
+def stage_outputs(tmp_path_factory, tiny) -> dict:
     root = tmp_path_factory.mktemp("betr")
-    tiny = data.tiny_data()
-    pool = corpus.ingest(tiny.pool_sources, str(root / "pool"), source_field_from_file=True)
-    targets = build_targets(str(tiny.benchmarks_dir), str(root / "targets"), target_set="science,gsm8k",
+    paths = data.tiny_data()
+    pool = corpus.ingest(paths.pool_sources, str(root / "pool"), docs_per_shard=800, source_field_from_file=True)
+    targets = build_targets(str(paths.benchmarks_dir), str(root / "targets"), target_set="science,gsm8k",
                             mode="aware", per_benchmark=40)
-    sample = sample_corpus(pool, 1200, str(root / "sample"), seed=0)
-    sample_ids = [r["id"] for r in corpus.iter_corpus(sample)]
-    heldout = sample_corpus(pool, 600, str(root / "heldout"), seed=1, exclude_ids=sample_ids)
+    sample = sample_corpus(pool, 800, str(root / "sample"), seed=0)
+    emb_t = embed_corpus(targets, str(root / "emb-targets"), max_length=64, progress=False)
+    emb_s = embed_corpus(sample, str(root / "emb-sample"), max_length=64, progress=False)
+    score_and_label(emb_t, emb_s, sample, str(root / "score"), top_k=50, target_corpus=targets)
+    train_classifier(str(root / "score" / "labels.jsonl.gz"), str(root / "classifier"),
+                     params=dict(FAST_FASTTEXT, minCount=1), threads=1)
+    model = str(root / "classifier" / "model.bin")
+    thresholds = compute_thresholds(model, pool, str(root / "thresholds"), keep_rates=(3, 10, 30),
+                                    sample_size=600, seed=1, exclude_corpus=sample)
+    fm = filter_corpus(model, pool, str(root / "filter"), threshold=thresholds["thresholds"]["10"], keep_rate=10)
 
-    T = list(corpus.iter_corpus(targets))
-    D = list(corpus.iter_corpus(sample))
-    tv, dv = _vectors([t["text"] for t in T]), _vectors([d["text"] for d in D])
-    cos = tv @ dv.T  # (targets, docs)
-    top_k = 50
-    order = np.argsort(-cos, axis=1, kind="stable")[:, :top_k]
-    min_rank = np.full(len(D), top_k + 1)
-    for i in range(len(T)):
-        for r, j in enumerate(order[i]):
-            min_rank[j] = min(min_rank[j], r + 1)
-    best_cos = cos.max(axis=0)
-    rank_score = 1.0 / min_rank + 1e-3 * best_cos  # max aggregation, ties broken by best cosine
-    n_pos = len(D) // 10
-    pos = np.argsort(-rank_score, kind="stable")[:n_pos]
-    labels = np.zeros(len(D), bool)
-    labels[pos] = True
-    neg = np.flatnonzero(~labels)[:: max(1, (len(D) - n_pos) // n_pos)][:n_pos]
-    score = {"n_docs": len(D), "n_targets": len(T), "top_k": top_k, "aggregation": "max", "positive_pct": 10.0,
-             "n_positive": int(n_pos), "n_negative": int(len(D) - n_pos), "n_negative_kept": int(len(neg)),
-             "params": {"top_k": top_k}}
-
-    # "classifier": difference of class centroids, trained on half the balanced labels
-    idx = np.concatenate([pos, neg])
-    y = labels[idx]
-    rng = np.random.default_rng(0)
-    perm = rng.permutation(len(idx))
-    tr, te = perm[: len(perm) // 2], perm[len(perm) // 2:]
-    w = dv[idx[tr]][y[tr]].mean(0) - dv[idx[tr]][~y[tr]].mean(0)
-    raw_tr = dv[idx[tr]] @ w
-    mid = float(np.median(raw_tr))
-    scale = float(raw_tr.std() or 1.0)
-
-    def clf(vecs):
-        return 1.0 / (1.0 + np.exp(-(vecs @ w - mid) / scale))
-
-    pred = clf(dv[idx[te]]) >= 0.5
-    tp, fp, fn = int((pred & y[te]).sum()), int((pred & ~y[te]).sum()), int((~pred & y[te]).sum())
-    prec = tp / max(tp + fp, 1)
-    rec = tp / max(tp + fn, 1)
-    metrics = {"accuracy": float((pred == y[te]).mean()), "precision": prec, "recall": rec,
-               "f1": 2 * prec * rec / max(prec + rec, 1e-9), "n_train": int(len(tr)), "n_heldout": int(len(te)),
-               "threads": 1, "params": {"epoch": 5}}
-
-    H = list(corpus.iter_corpus(heldout))
-    hs = clf(_vectors([h["text"] for h in H]))
-    htok = np.array([count_tokens(h["text"]) for h in H])
-    rates = [3, 10, 30]
-    thr = {str(r): _keep_threshold(hs, htok, r) for r in rates}
-    thresholds = {"keep_rates": rates, "thresholds": thr,
-                  "docs_kept": {k: int((hs >= t).sum()) for k, t in thr.items()},
-                  "tokens_kept": {k: int(htok[hs >= t].sum()) for k, t in thr.items()},
-                  "sample_docs": len(H), "sample_tokens": int(htok.sum()),
-                  "score_sample": [float(s) for s in hs], "params": {"keep_rates": rates}}
-
-    # filter the whole pool at the 10% threshold
-    P = list(corpus.iter_corpus(pool))
-    ps = clf(_vectors([p["text"] for p in P]))
-    keep = ps >= thr["10"]
-    ptok = np.array([count_tokens(p["text"]) for p in P])
-    by_source: dict = {}
-    for p, k in zip(P, keep):
-        s = by_source.setdefault(p["source"], {"docs_in": 0, "docs_kept": 0})
-        s["docs_in"] += 1
-        s["docs_kept"] += int(k)
-    fmeta = {"threshold": thr["10"], "keep_rate": 10,
-             "totals": {"docs_in": len(P), "docs_kept": int(keep.sum()), "tokens_in": int(ptok.sum()),
-                        "tokens_kept": int(ptok[keep].sum()), "bad_json": 0, "bad_utf8": 0, "no_text": 0,
-                        "empty_text": 0, "malformed": 0},
-             "by_source": by_source, "params": {"keep_rate": 10}}
-    corpus.Manifest([], meta=fmeta).save(str(root / "filter" / "manifest.json"))
-
-    top = [{"target_id": T[i]["id"], "benchmark": T[i]["benchmark"], "target_text": T[i]["text"],
-            "matches": [{"id": D[j]["id"], "cos": float(cos[i, j]), "text": D[j]["text"], "source": D[j]["source"]}
-                        for j in order[i][:5]]} for i in range(len(T))]
-
-    uris = {"score_json": root / "score.json", "top_matches_json": root / "top_matches.json",
-            "metrics_json": root / "metrics.json", "thresholds_json": root / "thresholds.json"}
-    for (k, u), obj in zip(uris.items(), (score, top, metrics, thresholds)):
-        store.write_json(str(u), obj)
-    return {"root": root, "uris": {k: str(v) for k, v in uris.items()}, "filter": str(root / "filter"),
-            "score": score, "metrics": metrics, "thresholds": thresholds, "fmeta": fmeta, "top": top}
+    uris = {"score_json": root / "score" / "score.json", "top_matches_json": root / "score" / "top_matches.json",
+            "metrics_json": root / "classifier" / "metrics.json",
+            "thresholds_json": root / "thresholds" / "thresholds.json"}
+    uris = {k: str(v) for k, v in uris.items()}
+    return {"root": root, "uris": uris, "filter": str(root / "filter"),
+            "score": store.read_json(uris["score_json"]), "metrics": store.read_json(uris["metrics_json"]),
+            "thresholds": store.read_json(uris["thresholds_json"]), "fmeta": fm.meta,
+            "top": store.read_json(uris["top_matches_json"])}
 
 
 def _images(md: str) -> list[bytes]:
