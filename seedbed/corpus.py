@@ -417,25 +417,41 @@ def ingest(
 _OWN_SHARD = re.compile(r"part-\d{5}\.jsonl(\.gz|\.zst)?")
 
 
-def reuse_or_clear(out_prefix: str, params: dict, overwrite: bool, what: str, error=CorpusError) -> Manifest | None:
-    """The idempotency rule of corpus-writing stages (docs/stage-contracts.md).
+def reuse_finished(uri: str, params: dict, overwrite: bool, what: str, error=CorpusError,
+                   params_of=lambda done: done.get("params")) -> dict | None:
+    """The idempotency rule of every stage (docs/stage-contracts.md), for its last-written JSON file.
 
-    Returns the finished corpus at ``out_prefix`` when its ``meta["params"]`` equal ``params``;
-    raises ``error`` when it was made with other params (unless ``overwrite``). Otherwise clears
-    stale ``part-NNNNN.*`` shards directly under the prefix (an interrupted or overwritten run:
-    nothing else is touched, so a mistaken prefix cannot wipe other data) and returns None.
+    Returns the file's content when it was written with the same ``params`` (the stage is done);
+    raises ``error`` when it was written with other params, unless ``overwrite``, in which case
+    the file is deleted first (from then on the stage counts as unfinished); returns None when
+    there is nothing finished at ``uri``.
     """
-    manifest_uri = store.join(out_prefix, MANIFEST_NAME)
-    if store.exists(manifest_uri):
-        m = Manifest.load(manifest_uri)
-        if not overwrite:
-            if m.meta.get("params") == params:
-                return m
-            raise error(
-                f"{out_prefix} already holds {what} made with params {m.meta.get('params')}; "
-                f"now asked for {params}: choose another out_prefix or pass overwrite=True"
-            )
-        store.delete(manifest_uri)
+    if not store.exists(uri):
+        return None
+    done = store.read_json(uri)
+    if overwrite:
+        store.delete(uri)
+        return None
+    if params_of(done) == params:
+        return done
+    raise error(
+        f"{uri} already holds {what} made with different params {params_of(done)} (now {params}); "
+        "choose another output prefix or pass overwrite=True"
+    )
+
+
+def reuse_or_clear(out_prefix: str, params: dict, overwrite: bool, what: str, error=CorpusError) -> Manifest | None:
+    """:func:`reuse_finished` for a corpus written by :func:`write_corpus`.
+
+    Returns the finished corpus at ``out_prefix`` when its ``meta["params"]`` equal ``params``.
+    Otherwise clears stale ``part-NNNNN.*`` shards directly under the prefix (an interrupted or
+    overwritten run: nothing else is touched, so a mistaken prefix cannot wipe other data) and
+    returns None.
+    """
+    done = reuse_finished(store.join(out_prefix, MANIFEST_NAME), params, overwrite, what, error,
+                          params_of=lambda d: d.get("meta", {}).get("params"))
+    if done is not None:
+        return Manifest.from_dict(done)
     if store.exists_prefix(out_prefix):
         for old in store.list_uris(out_prefix, suffixes=SHARD_SUFFIXES):
             if _OWN_SHARD.fullmatch(store.basename(old)) and store.parent(old).rstrip("/") == str(out_prefix).rstrip("/"):

@@ -385,18 +385,11 @@ def train_classifier(
 
     model_uri = store.join(out_prefix, MODEL_NAME)
     metrics_uri = store.join(out_prefix, METRICS_NAME)
-    if store.exists(metrics_uri):
-        old = store.read_json(metrics_uri)
-        if not overwrite:
-            if old.get("params") == stage_params and store.exists(model_uri):
-                return old
-            if old.get("params") != stage_params:
-                raise ClassifierError(
-                    f"{metrics_uri} exists with different params {old.get('params')} "
-                    f"(now {stage_params}); use another out_prefix or overwrite=True"
-                )
-        # overwrite (or model.bin vanished): the old metrics must not describe the new model
-        store.delete(metrics_uri)
+    done = corpus.reuse_finished(metrics_uri, stage_params, overwrite, "a classifier", ClassifierError)
+    if done is not None:
+        if store.exists(model_uri):
+            return done
+        store.delete(metrics_uri)  # model.bin vanished: the old metrics must not describe a new model
 
     docs, read_stats = load_labels(labels_uri)
     counts = _counts(docs)

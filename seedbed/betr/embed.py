@@ -289,16 +289,12 @@ def _own_files(out_prefix: str) -> list[str]:
 def _prepare_out(out_prefix: str, params: dict, overwrite: bool) -> sc.Manifest | None:
     """Return a finished manifest with the same params, or make ``out_prefix`` ready to (re)run."""
     manifest_uri = store.join(out_prefix, sc.MANIFEST_NAME)
-    if store.exists(manifest_uri):
-        m = sc.Manifest.load(manifest_uri)
-        if not overwrite:
-            if m.kind == "embeddings" and m.meta.get("params") == params:
-                return m
-            raise EmbedError(
-                f"{out_prefix} already holds embeddings made with params {m.meta.get('params')}; "
-                f"now asked for {params}: choose another out_prefix or pass overwrite=True"
-            )
-        store.delete(manifest_uri)
+    had_manifest = store.exists(manifest_uri)
+    done = sc.reuse_finished(manifest_uri, params, overwrite, "embeddings", EmbedError,
+                             params_of=lambda d: d.get("meta", {}).get("params") if d.get("kind") == "embeddings" else None)
+    if done is not None:
+        return sc.Manifest.from_dict(done)
+    if had_manifest:  # overwritten: the old shards must not be reused
         for u in _own_files(out_prefix):
             store.delete(u)
     params_uri = store.join(out_prefix, PARAMS_NAME)

@@ -218,16 +218,10 @@ def filter_shard(
         "keep_rate": keep_rate,
         "write_empty": bool(write_empty),
     }
-    if store.exists(stats_uri):
-        old = store.read_json(stats_uri)
-        if not overwrite:
-            if old.get("params") == params:
-                return old
-            raise FilterError(
-                f"{stats_uri} exists with different params {old.get('params')} (now {params}); "
-                "use another out_prefix or overwrite=True"
-            )
-        store.delete(stats_uri)  # the marker goes first: from here on the shard is unfinished
+    # with overwrite the marker goes first: from then on the shard is unfinished
+    done = _corpus.reuse_finished(stats_uri, params, overwrite, "a filtered shard", FilterError)
+    if done is not None:
+        return done
 
     t0 = time.perf_counter()
     clf = _classifier(model_uri)

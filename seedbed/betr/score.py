@@ -681,17 +681,10 @@ def score_and_label(
     score_uri = store.join(out_prefix, "score.json")
     labels_uri = store.join(out_prefix, "labels.jsonl.gz")
     matches_uri = store.join(out_prefix, "top_matches.json")
-    if store.exists(score_uri):
-        done = store.read_json(score_uri)
-        if not overwrite:
-            if done.get("params") == params:
-                log.info("score: %s already complete, returning it", out_prefix)
-                return done
-            raise ScoreError(
-                f"{out_prefix} already holds scores made with params {done.get('params')}; "
-                f"now asked for {params}: choose another out_prefix or pass overwrite=True"
-            )
-        store.delete(score_uri)
+    done = sc.reuse_finished(score_uri, params, overwrite, "scores", ScoreError)
+    if done is not None:
+        log.info("score: %s already complete, returning it", out_prefix)
+        return done
 
     # ---- inputs
     t_ids, T, t_meta = _load_emb(target_emb, "target embeddings")

@@ -195,15 +195,9 @@ def compute_thresholds(
         "seed": int(seed),
         "exclude_ids": {"n": len(exclude_ids or ()), "digest": _ids_digest(exclude_ids)},
     }
-    if store.exists(out_uri):
-        old = store.read_json(out_uri)
-        if not overwrite:
-            if old.get("params") == params:
-                return old
-            raise ThresholdError(
-                f"{out_uri} exists with different params {old.get('params')} (now {params}); "
-                "use another out_prefix or overwrite=True"
-            )
+    done = _corpus.reuse_finished(out_uri, params, overwrite, "thresholds", ThresholdError)
+    if done is not None:
+        return done
 
     t0 = time.perf_counter()
     m = corpus if isinstance(corpus, _corpus.Manifest) else _corpus.resolve_corpus(str(corpus))
