@@ -16,6 +16,18 @@ TINY = SHARED_DATA / "tiny"
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 
+def read_jsonl(path, n: int | None = None) -> list[dict]:
+    """The first ``n`` (all) JSON records of a .jsonl(.gz) file, raw: test input, any schema."""
+    import gzip
+    import itertools
+
+    import orjson
+
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        return [orjson.loads(line) for line in itertools.islice((l for l in f if l.strip()), n)]
+
+
 @pytest.fixture(scope="session")
 def tiny() -> Path:
     assert TINY.is_dir(), f"the tiny test data is missing at {TINY} (set SEEDBED_DATA)"
@@ -68,10 +80,7 @@ def domain_classifier_uri(tmp_path_factory, tiny) -> str:
 
     from seedbed.betr.classifier import train_classifier
 
-    def read(path):
-        with gzip.open(path, "rb") as f:
-            return [orjson.loads(line) for line in f]
-
+    read = read_jsonl
     d = tmp_path_factory.mktemp("domain-model")
     pos = read(tiny / "domains" / "math.jsonl.gz") + read(tiny / "domains" / "science_abstracts.jsonl.gz")
     neg = read(tiny / "domains" / "wikipedia.jsonl.gz") + read(tiny / "pool_tiny.jsonl.gz")[:200]

