@@ -12,14 +12,8 @@ def ingest_corpus(sources: str, work_uri: str, name: str, docs_per_shard: int, m
     """
     from seedbed import corpus, store
 
-    out_uri = store.join(work_uri, name)
-
-    srcs = [s.strip() for s in sources.split(",") if s.strip()]
-    if len(srcs) == 1 and store.exists(store.join(srcs[0], "manifest.json")):
-        uri = srcs[0]
-    else:
-        corpus.ingest(srcs, out_uri, docs_per_shard=docs_per_shard, source_field_from_file=True)
-        uri = out_uri
+    uri = corpus.corpus_or_ingest(sources, store.join(work_uri, name), docs_per_shard=docs_per_shard,
+                                  source_field_from_file=True)
     store.copy_to_path(store.join(uri, "manifest.json"), manifest.path)
     manifest.metadata["uri"] = uri
     return uri

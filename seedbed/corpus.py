@@ -37,6 +37,7 @@ __all__ = [
     "ShardWriter",
     "write_corpus",
     "ingest",
+    "corpus_or_ingest",
     "iter_corpus",
     "resolve_corpus",
     "stable_id",
@@ -412,6 +413,20 @@ def ingest(
     m.meta["read_stats"] = stats.as_dict()
     m.save(manifest_uri)
     return m
+
+
+def corpus_or_ingest(sources: list[str] | str, prefix: str, docs_per_shard: int = 100_000, **kw) -> str:
+    """The URI of a corpus holding ``sources``: a single source that already is a seedbed corpus
+    (has ``manifest.json``) is used in place, anything else is ingested into ``prefix``.
+
+    ``sources`` may be a list or a comma-separated string (the form pipelines pass).
+    """
+    if isinstance(sources, str):
+        sources = [s.strip() for s in sources.split(",") if s.strip()]
+    if len(sources) == 1 and not sources[0].endswith(SHARD_SUFFIXES) and store.exists(store.join(sources[0], MANIFEST_NAME)):
+        return sources[0]
+    ingest(sources, prefix, docs_per_shard=docs_per_shard, **kw)
+    return prefix
 
 
 _OWN_SHARD = re.compile(r"part-\d{5}\.jsonl(\.gz|\.zst)?")

@@ -105,3 +105,14 @@ def test_truncated_gzip_is_a_corpus_error_naming_the_shard(tiny, tmp_path):
         with corpus.open_lines(str(tiny / "pool_tiny.jsonl.gz")) as lines:
             next(lines)
             raise KeyError("mine")
+
+
+def test_corpus_or_ingest_uses_an_existing_corpus_in_place(tiny, tmp_path):
+    first = corpus.corpus_or_ingest(str(tiny / "pool_tiny.jsonl.gz"), str(tmp_path / "a"), docs_per_shard=500)
+    assert first == str(tmp_path / "a") and corpus.Manifest.load(first).docs == 1404
+    # a corpus given as the source is not copied again
+    assert corpus.corpus_or_ingest(first, str(tmp_path / "b")) == first
+    assert not (tmp_path / "b").exists()
+    # several sources (comma-separated, as pipelines pass them) are ingested together
+    both = f"{tiny / 'pool_tiny.jsonl.gz'},{tiny / 'domains' / 'math.jsonl.gz'}"
+    assert corpus.Manifest.load(corpus.corpus_or_ingest(both, str(tmp_path / "c"))).docs == 1604
