@@ -477,3 +477,60 @@ def copy_to_path(uri: str, path: str | os.PathLike) -> Path:
     with contextlib.closing(open_read(uri)) as src, open(dest, "wb") as out:
         shutil.copyfileobj(io.BufferedReader(src, 1 << 20) if isinstance(src, _S3Reader) else src, out, 1 << 20)
     return dest
+
+
+# ----------------------------------------------------------------------------- directories
+
+
+def upload_dir(local_dir: str | os.PathLike, prefix: str) -> list[str]:
+    """Copy every file under ``local_dir`` to ``prefix`` (same relative layout); returns the URIs.
+
+    Each object is written atomically; a directory is not (callers that need "all or nothing"
+    write a completion marker last, as checkpoints do).
+    """
+    root = Path(local_dir)
+    if not root.is_dir():
+        raise NotFound(f"cannot upload {root}: no such directory")
+    out = []
+    for dirpath, _dirs, files in os.walk(root):
+        for name in sorted(files):
+            src = Path(dirpath) / name
+            rel = src.relative_to(root).as_posix()
+            dest = join(prefix, rel)
+            if not is_s3(dest) and _local(dest).resolve() == src.resolve():
+                out.append(dest)
+                continue
+            with open(src, "rb") as f, open_write(dest) as w:
+                shutil.copyfileobj(f, w, 1 << 20)
+            out.append(dest)
+    return sorted(out)
+
+
+def download_dir(prefix: str, local_dir: str | os.PathLike) -> Path:
+    """Copy every object under ``prefix`` into ``local_dir`` (same relative layout)."""
+    dest_root = Path(local_dir)
+    dest_root.mkdir(parents=True, exist_ok=True)
+    base = prefix.rstrip("/")
+    uris = list_uris(prefix)
+    if not uris:
+        raise NotFound(f"cannot download {prefix}: nothing there")
+    for uri in uris:
+        rel = uri[len(base):].lstrip("/")
+        if not is_s3(uri):
+            rel = os.path.relpath(uri, str(_local(base)))
+        dest = dest_root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not is_s3(uri):
+            if Path(uri).resolve() != dest.resolve():
+                shutil.copyfile(uri, dest)
+            continue
+        tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:12]}"
+        bucket, key = _split_s3(uri)
+        try:
+            with _s3_errors(uri, "download"):
+                _client().download_file(bucket, key, str(tmp), Config=_transfer_config())
+            os.replace(tmp, dest)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+    return dest_root

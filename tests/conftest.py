@@ -89,3 +89,15 @@ def domain_classifier_uri(tmp_path_factory, tiny) -> str:
             for r in rs:
                 f.write(orjson.dumps({"id": r["id"], "text": r["text"], "label": lab}) + b"\n")
     return train_classifier(str(d / "labels.jsonl.gz"), str(d / "model"), params=FAST_FASTTEXT, threads=1)["model_uri"]
+
+
+@pytest.fixture(scope="session")
+def tiny_tokens(tmp_path_factory, tiny) -> str:
+    """The five tiny real domain corpora, BPE-tokenized (vocab 2048): the training tests' data."""
+    from seedbed.train.tokens import tokenize_domains
+
+    doms = {p.name.split(".")[0]: str(p) for p in sorted((tiny / "domains").glob("*.jsonl.gz"))}
+    assert len(doms) == 5, f"expected 5 tiny domain corpora in {tiny / 'domains'}"
+    out = str(tmp_path_factory.mktemp("tokens") / "tiny")
+    tokenize_domains(doms, out, vocab_size=2048, valid_fraction=0.05)
+    return out
