@@ -35,9 +35,9 @@ class Preset:
 #: name → shape. The 1B–8B rows are SPEC §4's table (learning rates from the same section).
 PRESETS: dict[str, Preset] = {
     # tiny CPU sizes: seconds per step on a laptop core
-    "tiny-64": Preset(hidden=64, ffn=192, layers=2, heads=4, kv_heads=2, max_context=1024, rope_theta=10_000.0),
-    "tiny-128": Preset(hidden=128, ffn=384, layers=4, heads=4, kv_heads=2, max_context=1024, rope_theta=10_000.0),
-    "tiny-256": Preset(hidden=256, ffn=768, layers=4, heads=8, kv_heads=4, max_context=2048, rope_theta=10_000.0),
+    "tiny-64": Preset(hidden=64, ffn=192, layers=2, heads=4, kv_heads=2, max_context=1024, rope_theta=10_000.0, lr=3e-3),
+    "tiny-128": Preset(hidden=128, ffn=384, layers=4, heads=4, kv_heads=2, max_context=1024, rope_theta=10_000.0, lr=3e-3),
+    "tiny-256": Preset(hidden=256, ffn=768, layers=4, heads=8, kv_heads=4, max_context=2048, rope_theta=10_000.0, lr=2e-3),
     # the paper's series
     "1b": Preset(hidden=2048, ffn=7168, layers=18, heads=16, lr=1.5e-3),
     "2b": Preset(hidden=2560, ffn=8960, layers=22, heads=20, lr=1.1e-3),

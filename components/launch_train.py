@@ -1,0 +1,50 @@
+from kfp import dsl
+from kfp.dsl import Artifact, Metrics, Output
+
+from components._images import BASE_IMAGE, GPU_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def launch_training(
+    config_uri: str,
+    trainjob: Output[Artifact],
+    metrics: Output[Metrics],
+    mode: str = "cluster",
+    name: str = "",
+    namespace: str = "",
+    image: str = GPU_IMAGE,
+    runtime: str = "torch-distributed",
+    nodes: int = 1,
+    procs_per_node: int = 1,
+    gpus_per_node: int = 1,
+    cpu_per_node: str = "",
+    memory_per_node: str = "",
+    shm_size: str = "16Gi",
+    node_selector_json: str = "{}",
+    tolerations_json: str = "[]",
+    timeout_s: int = 0,
+) -> str:
+    """Run the training entrypoint for the config at ``config_uri`` and return its ``out_uri``.
+
+    ``mode="cluster"``: a Kubeflow Trainer TrainJob (its manifest is the ``trainjob`` artifact),
+    created and watched to Complete/Failed; an empty ``name`` is derived from ``config_uri`` (a
+    retried task adopts the job it created), an empty ``namespace`` is this pod's.
+    ``mode="local"``: torchrun processes in this pod. The run's summary.json numbers become
+    ``metrics``. ``timeout_s`` 0: no limit of our own.
+    """
+    import json
+
+    from seedbed.launch import launch
+
+    spec = dict(
+        name=name, namespace=namespace, image=image, runtime=runtime, nodes=nodes,
+        procs_per_node=procs_per_node, gpus_per_node=gpus_per_node, cpu_per_node=cpu_per_node,
+        memory_per_node=memory_per_node, shm_size=shm_size,
+        node_selector=json.loads(node_selector_json or "{}"), tolerations=json.loads(tolerations_json or "[]"),
+    )
+    result = launch(config_uri, mode, spec, record_path=trainjob.path, timeout_s=timeout_s)
+    trainjob.metadata["mode"] = mode
+    trainjob.metadata["out_uri"] = result["out_uri"]
+    for key, value in result["metrics"].items():
+        metrics.log_metric(key, value)
+    return result["out_uri"]
