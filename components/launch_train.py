@@ -1,7 +1,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Metrics, Output
 
-from components._images import BASE_IMAGE, GPU_IMAGE
+from components._images import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -12,7 +12,7 @@ def launch_training(
     mode: str = "cluster",
     name: str = "",
     namespace: str = "",
-    image: str = GPU_IMAGE,
+    image: str = "",
     runtime: str = "torch-distributed",
     nodes: int = 1,
     procs_per_node: int = 1,
@@ -29,6 +29,7 @@ def launch_training(
     ``mode="cluster"``: a Kubeflow Trainer TrainJob (its manifest is the ``trainjob`` artifact),
     created and watched to Complete/Failed; an empty ``name`` is derived from ``config_uri`` (a
     retried task adopts the job it created), an empty ``namespace`` is this pod's.
+    ``image``: the training image (the pipeline passes the CUDA image; required in cluster mode).
     ``mode="local"``: torchrun processes in this pod. The run's summary.json numbers become
     ``metrics``. ``timeout_s`` 0: no limit of our own.
     """

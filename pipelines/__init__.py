@@ -6,5 +6,6 @@ from __future__ import annotations
 def registry() -> dict:
     """Pipeline name (as used by ``seedbed run``/``compile``) → pipeline function."""
     from pipelines.betr_select import betr_select
+    from pipelines.train_lm import train_lm
 
-    return {"betr-select": betr_select}
+    return {"betr-select": betr_select, "train-lm": train_lm}

@@ -191,13 +191,13 @@ def _preflight(p: dict) -> None:
     resolve_target_set(p.get("target_set", "core"), present)
 
 
-def _coerce_params(raw: dict) -> dict:
+def _coerce_params(raw: dict, pipeline: str = "betr-select") -> dict:
     """Pipeline parameters given as strings → the pipeline signature's types."""
     import inspect
 
-    from pipelines.betr_select import betr_select
+    from pipelines import registry
 
-    sig = inspect.signature(betr_select.pipeline_func)
+    sig = inspect.signature(registry()[pipeline].pipeline_func)
     out = {}
     for k, v in raw.items():
         if k not in sig.parameters:
@@ -236,6 +236,133 @@ def _summarize_betr(work: str) -> None:
             click.echo(f"  {src:<26} {100 * v.get('docs_in', 0) / in_total:9.1f}%  {100 * v.get('docs_kept', 0) / kept_total:9.1f}%")
     click.echo(f"  filtered corpus: {store.join(work, 'filtered')}")
     click.echo(f"  report: {store.join(work, 'report', 'report.md')}")
+
+
+#: the local default mixture over the five shared domain corpora, and the end-of-training window
+#: (SPEC §3) that upsamples the small targeted domains (math, science, code) over web-like text
+LOCAL_MIXTURE = {"wikipedia": 0.35, "books_gutenberg": 0.15, "code_python": 0.15, "math": 0.15,
+                 "science_abstracts": 0.2}
+LOCAL_UPSAMPLE = {"wikipedia": 0.1, "books_gutenberg": 0.1, "code_python": 0.15, "math": 0.35,
+                  "science_abstracts": 0.3}
+
+
+@run.command("train-lm", cls=_Cmd)
+@click.option("--work", default="runs/train-lm", show_default=True,
+              help="Where every stage writes (local dir or s3://); rerun with the same --work to resume.")
+@click.option("--tiny", is_flag=True, help="Use the tiny domain subsets (200 docs each): a two-minute run.")
+@click.option("--data", "data_dir", default=None, help="A data folder like ../shared/data (default: found automatically).")
+@click.option("--domains", "domains_json", default=None,
+              help='JSON object domain → corpus URI (overrides --data), e.g. \'{"web": "s3://b/web/"}\'.')
+@click.option("--preset", default="tiny-128", show_default=True, help="Model preset (seedbed.train.presets).")
+@click.option("--tokens", "total_tokens", type=int, default=2_000_000, show_default=True, help="Training tokens.")
+@click.option("--seq-len", type=int, default=256, show_default=True)
+@click.option("--global-batch-tokens", type=int, default=8192, show_default=True)
+@click.option("--micro-batch", type=int, default=8, show_default=True, help="Sequences per process per forward.")
+@click.option("--mixture", default=None, help="Base mixture as JSON (default: LOCAL_MIXTURE in seedbed/cli.py).")
+@click.option("--upsample", default=None, help="End-of-training mixture as JSON (default: LOCAL_UPSAMPLE); 'none' for no window.")
+@click.option("--upsample-fraction", type=float, default=0.15, show_default=True,
+              help="Share of the tokens in the end-of-training window (SPEC §3: 0.10–0.20).")
+@click.option("--vocab-size", type=int, default=8192, show_default=True, help="BPE vocabulary trained on the domains.")
+@click.option("--nodes", type=int, default=1, show_default=True, help="torchrun nodes (local processes on 127.0.0.1).")
+@click.option("--procs-per-node", type=int, default=1, show_default=True)
+@click.option("--eval-tasks", default="arc_easy,sciq,piqa,hellaswag", show_default=True,
+              help="Zero-shot multiple-choice tasks ('none' to skip).")
+@click.option("--eval-limit", type=int, default=200, show_default=True, help="Documents per task (0 = all).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Any other TrainConfig field (JSON value), e.g. --set zero_stage=2 --set lr=0.002.")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Any other pipeline parameter.")
+def run_train_lm(work, tiny, data_dir, domains_json, preset, total_tokens, seq_len, global_batch_tokens, micro_batch,
+                 mixture, upsample, upsample_fraction, vocab_size, nodes, procs_per_node, eval_tasks, eval_limit,
+                 sets, params):
+    """Tokenize domain corpora, train a Llama with DeepSpeed on a mixture schedule, evaluate it — locally.
+
+    The same pipeline as the compiled `train-lm`, with torchrun processes instead of a TrainJob.
+    """
+    from seedbed import data, store
+    from seedbed.train.entry import _parse_sets
+
+    if not store.is_s3(work):
+        work = str(Path(work).resolve())
+    if domains_json:
+        domains = json.loads(domains_json)
+    else:
+        if data_dir:
+            os.environ["SEEDBED_DATA"] = str(Path(data_dir).resolve())
+        root = data.shared_data_dir()
+        if root is None:
+            raise ValueError("no domain corpora found: pass --domains or --data (a folder like ../shared/data)")
+        folder = root / "tiny" / "domains" if tiny else root / "domains"
+        domains = {p.name.split(".")[0]: str(p) for p in sorted(folder.glob("*.jsonl.gz"))}
+        if not domains:
+            raise ValueError(f"no *.jsonl.gz domain corpora in {folder}")
+    base = json.loads(mixture) if mixture else {d: w for d, w in LOCAL_MIXTURE.items() if d in domains}
+    settings = {"name": "train-lm", "preset": preset, "total_tokens": total_tokens, "seq_len": seq_len,
+                "global_batch_tokens": global_batch_tokens, "micro_batch_size": micro_batch, "mixture": base,
+                "device": "auto", "checkpoint_every": 50}
+    if (upsample or "").lower() != "none":
+        up = json.loads(upsample) if upsample else {d: w for d, w in LOCAL_UPSAMPLE.items() if d in domains}
+        settings["upsample"] = {"weights": up, "fraction": upsample_fraction}
+    settings.update(_parse_sets(sets))
+    from seedbed.train.config import TrainConfig
+
+    TrainConfig.from_dict({**settings, "tokens_uri": "-", "out_uri": "-"})  # fail before any task starts
+    root = data.shared_data_dir()
+    bench = str(root / "benchmarks") if root else ""
+    p = dict(work_uri=work, domains_json=json.dumps(domains), run_settings=json.dumps(settings),
+             benchmarks_uri=bench, vocab_size=vocab_size, mode="local", nodes=nodes,
+             procs_per_node=procs_per_node, gpus_per_node=0, eval_tasks=eval_tasks, eval_limit=eval_limit)
+    p.update(_coerce_params(_parse_params(params), "train-lm"))
+    click.echo(f"domains: {', '.join(domains)}\n  work: {work}", err=True)
+    from pipelines.local import run_local
+
+    kfp_root = store.join(work, "kfp") if not store.is_s3(work) else str(Path("runs/kfp").resolve())
+    try:
+        run_local("train-lm", p, kfp_root)
+    except RuntimeError as e:
+        click.echo(f"error: {str(e).splitlines()[0]} (the failing task's error is in its log above; "
+                   f"rerun with the same --work to resume)", err=True)
+        sys.exit(1)
+    _summarize_train(work)
+
+
+def _summarize_train(work: str) -> None:
+    from seedbed import store
+
+    try:
+        s = store.read_json(store.join(work, "train", "summary.json"))
+    except store.StoreError:
+        return
+    click.echo(f"\nTraining finished: {s['params'] / 1e6:.1f}M params ({s['preset']}), {s['tokens']:,} tokens in "
+               f"{s['train_seconds']:.0f} s ({s['tokens_per_s']:,.0f} tokens/s), final train loss {s['final_loss']:.3f}")
+    for ph in s.get("tokens_by_phase", []):
+        click.echo(f"  phase {ph['name']}: " + ", ".join(f"{d} {n:,}" for d, n in sorted(ph["tokens"].items())))
+    if s.get("repeated_tokens"):
+        click.echo(f"  repeated tokens: {s['repeated_tokens']}")
+    click.echo(f"  model: {s['model_uri']}")
+    rep = store.join(work, "eval", "report.md")
+    if store.exists(rep):
+        click.echo(f"  evaluation: {rep}\n")
+        click.echo(store.read_text(rep))
+
+
+@main.command("train", cls=_Cmd)
+@click.option("--config", "config_uri", required=True, help="Training config JSON (local path or s3://).")
+@click.option("--nodes", type=int, default=1, show_default=True, help="torchrun nodes, as processes on 127.0.0.1.")
+@click.option("--procs-per-node", type=int, default=1, show_default=True)
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config field (JSON value).")
+def train_cmd(config_uri, nodes, procs_per_node, sets):
+    """Run one training config on this machine (torchrun; same entrypoint as a TrainJob)."""
+    from seedbed.launch.local import run_torchrun_local
+    from seedbed.train.config import TrainConfig
+    from seedbed.train.entry import _parse_sets
+
+    from seedbed import store
+
+    raw = store.read_json(config_uri)
+    raw.update(_parse_sets(sets))
+    TrainConfig.from_dict(raw)  # a bad config fails here, before any process starts
+    args = ["--config", config_uri] + [a for s in sets for a in ("--set", s)]
+    run_torchrun_local(args, nnodes=nodes, nproc_per_node=procs_per_node)
 
 
 # ----------------------------------------------------------------------------- data and stages

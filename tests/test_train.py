@@ -212,3 +212,33 @@ def test_corrupt_or_incompatible_checkpoint_is_refused(tiny_tokens, tmp_path):
     f.write_bytes(b"\0" * size)
     p = run_entry(cfg, check=False)
     assert p.returncode == 2 and "could not be loaded" in p.stderr and "step-00000004" in p.stderr
+
+
+def test_two_nodes_on_localhost_match_one_process(finished_run, tiny_tokens, tmp_path):
+    """torchrun, 2 nodes × 1 process on 127.0.0.1: same global batch (2 × 8 sequences, no accumulation)
+    as the one-process reference (8 sequences × 2 accumulation) → the same losses."""
+    from seedbed.launch.local import run_torchrun_local
+
+    out = tmp_path / "out"
+    cfg = write_cfg(tmp_path / "cfg.json", base_cfg(tiny_tokens, str(out)))
+    run_torchrun_local(["--config", cfg], nnodes=2, nproc_per_node=1, timeout_s=600, log_dir=str(tmp_path / "logs"),
+                       log=lambda *a, **k: None)
+    summary = store.read_json(str(out / "summary.json"))
+    assert summary["world_size"] == 2
+    ref, got = metrics(finished_run["out"]), metrics(str(out))
+    assert [r["step"] for r in got] == [r["step"] for r in ref]
+    for a, b in zip(ref, got):
+        assert b["loss"] == pytest.approx(a["loss"], abs=2e-3), (a["step"], a["loss"], b["loss"])
+    assert summary["tokens_by_phase"] == store.read_json(store.join(finished_run["out"], "summary.json"))["tokens_by_phase"]
+
+
+@pytest.mark.parametrize("stage", [0, 2, 3])
+def test_every_zero_stage_trains_the_same_model(finished_run, tiny_tokens, tmp_path, stage):
+    out = tmp_path / "out"
+    cfg = write_cfg(tmp_path / "cfg.json", base_cfg(tiny_tokens, str(out), zero_stage=stage))
+    run_entry(cfg, "max_steps=4")
+    ref, got = metrics(finished_run["out"])[:4], metrics(str(out))
+    assert [r["step"] for r in got] == [1, 2, 3, 4]
+    for a, b in zip(ref, got):
+        assert b["loss"] == pytest.approx(a["loss"], abs=1e-4)
+    assert (out / "checkpoints" / "step-00000004" / "COMPLETE").exists()

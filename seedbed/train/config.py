@@ -179,3 +179,29 @@ class TrainConfig:
 
     def fingerprint_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.fingerprint(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def write_run_config(tokens_uri: str, out_uri: str, overrides: dict, config_uri: str | None = None) -> str:
+    """Validate a run's config against its token dataset and write it next to the run.
+
+    ``overrides`` are TrainConfig fields (``mixture``, ``preset``, ``total_tokens``...);
+    ``tokens_uri``/``out_uri`` are set here. Returns the config's URI (default ``<out>/train.json``).
+    """
+    from seedbed.train.schedule import build_schedule
+    from seedbed.train.tokens import open_tokens
+
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"run settings must be a JSON object, got {type(overrides).__name__}")
+    clash = {"tokens_uri", "out_uri"} & set(overrides)
+    if clash:
+        raise ConfigError(f"{sorted(clash)} are set by the pipeline; remove them from the run settings")
+    cfg = TrainConfig.from_dict({**overrides, "tokens_uri": tokens_uri, "out_uri": out_uri})
+    domains = open_tokens(tokens_uri).domains
+    try:
+        build_schedule(cfg.total_steps * cfg.global_batch_sequences, cfg.seq_len, cfg.mixture, domains,
+                       cfg.upsample, cfg.phases)
+    except ScheduleError as e:
+        raise ConfigError(str(e)) from None
+    uri = config_uri or store.join(out_uri, "train.json")
+    cfg.save(uri)
+    return uri

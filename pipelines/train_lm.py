@@ -1,0 +1,81 @@
+"""``train-lm``: tokenize domain corpora, train a Llama on a mixture schedule, evaluate it (issue #3).
+
+    tokenize domains ── write train config ── launch training ── evaluate
+                                              (TrainJob on a       (held-out loss per domain
+                                               cluster; torchrun    vs unigram, zero-shot
+                                               locally)             multiple choice via lm-eval)
+
+Every stage writes under ``work_uri/<stage>`` and is idempotent there: the tokenizer output and
+a finished run are reused, an interrupted run resumes from its last complete checkpoint. KFP
+caching is off (SPEC §6). ``run_settings`` holds the TrainConfig fields as JSON (mixture,
+upsample window, preset, token budget, batch, ZeRO stage...), see docs/training.md.
+"""
+
+from kfp import dsl
+
+from components.evaluate import evaluate_model
+from components.launch_train import launch_training
+from components.tokenize_domains import tokenize_domains
+from components.train_config import write_train_config
+from components._images import GPU_IMAGE
+from pipelines._common import cluster_settings
+
+
+@dsl.pipeline(
+    name="train-lm",
+    description="Tokenize domain corpora, train a Llama with DeepSpeed on a mixture schedule with an "
+    "end-of-training upsampling window, and evaluate it (held-out loss, zero-shot multiple choice).",
+)
+def train_lm(
+    work_uri: str,
+    domains_json: str,
+    run_settings: str,
+    benchmarks_uri: str = "",
+    tokenizer: str = "train",
+    vocab_size: int = 8192,
+    valid_fraction: float = 0.02,
+    mode: str = "cluster",
+    image: str = GPU_IMAGE,
+    runtime: str = "torch-distributed",
+    nodes: int = 1,
+    procs_per_node: int = 1,
+    gpus_per_node: int = 1,
+    cpu_per_node: str = "",
+    memory_per_node: str = "",
+    shm_size: str = "16Gi",
+    node_selector_json: str = "{}",
+    tolerations_json: str = "[]",
+    train_timeout_s: int = 0,
+    eval_tasks: str = "arc_easy,arc_challenge,openbookqa,sciq,piqa,hellaswag",
+    eval_limit: int = 500,
+    eval_seq_len: int = 0,
+    eval_batch_size: int = 8,
+    eval_device: str = "auto",
+):
+    """Train and evaluate one model.
+
+    Args:
+        work_uri: where every stage writes (local dir or s3://bucket/prefix); reruns resume here.
+        domains_json: JSON object, domain name → corpus URI (jsonl(.gz/.zst) file, prefix, or seedbed corpus).
+        run_settings: JSON object of TrainConfig fields (mixture, upsample, preset, total_tokens, ...).
+        tokenizer: "train" (byte-level BPE of `vocab_size` on the domains) or a tokenizer.json URI / "olmo:gpt-neox-20b".
+        mode: "cluster" (a Kubeflow Trainer TrainJob) or "local" (torchrun inside the launcher's pod/process).
+        eval_tasks: comma-separated multiple-choice tasks; "none" skips them.
+    """
+    tok = cluster_settings(tokenize_domains(
+        domains_json=domains_json, work_uri=work_uri, name="tokens", tokenizer=tokenizer, vocab_size=vocab_size,
+        valid_fraction=valid_fraction, overwrite=False,
+    ), cpu="4", memory="16G").set_display_name("tokenize domains")
+    cfg = cluster_settings(write_train_config(
+        tokens_uri=tok.outputs["Output"], work_uri=work_uri, name="train", settings_json=run_settings,
+    ), cpu="1", memory="2G").set_display_name("write train config")
+    run = cluster_settings(launch_training(
+        config_uri=cfg.output, mode=mode, image=image, runtime=runtime, nodes=nodes, procs_per_node=procs_per_node,
+        gpus_per_node=gpus_per_node, cpu_per_node=cpu_per_node, memory_per_node=memory_per_node, shm_size=shm_size,
+        node_selector_json=node_selector_json, tolerations_json=tolerations_json, timeout_s=train_timeout_s,
+    ), cpu="2", memory="8G").set_display_name("train (DeepSpeed)")
+    cluster_settings(evaluate_model(
+        model_uri=run.outputs["Output"], tokens_uri=tok.outputs["Output"], benchmarks_uri=benchmarks_uri,
+        tasks_csv=eval_tasks, work_uri=work_uri, name="eval", seq_len=eval_seq_len, limit=eval_limit,
+        batch_size=eval_batch_size, device=eval_device,
+    ), cpu="4", memory="16G").set_display_name("evaluate")
