@@ -326,11 +326,22 @@ def test_env_sh_extras_are_installed_too(image):
 
 
 def test_both_images_install_the_project_the_same_way():
+    # torch differs by build (CPU/CUDA); the CPU image also pre-builds DeepSpeed's CPU collective op
     def non_torch(path):
         st = stages(parse_dockerfile(path.read_text()))
-        return [a for s in st[:-1] for a in pip_installs(s) if not any(w.startswith("torch") for w in _positional(a))]
+        return [a for s in st[:-1] for a in pip_installs(s)
+                if not any(w.startswith(("torch", "deepspeed")) for w in _positional(a))]
 
     assert non_torch(DOCKERFILES["seedbed"]) == non_torch(DOCKERFILES["seedbed-cuda"])
+
+
+def test_cpu_image_prebuilds_deepspeeds_cpu_collective_op():
+    text = DOCKERFILES["seedbed"].read_text()
+    builder = stages(parse_dockerfile(text))[0]
+    runs = " ".join(i.args for i in builder.all("RUN"))
+    assert "DS_BUILD_SHM_COMM=1" in runs and "DS_ACCELERATOR=cpu" in runs and "g++" in runs
+    assert "installed_ops as o; assert o['deepspeed_shm_comm']" in runs  # the build fails if the op is missing
+
 
 
 def test_final_stage_is_non_root_offline_and_without_build_tools(image):
