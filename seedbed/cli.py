@@ -362,7 +362,13 @@ def train_cmd(config_uri, nodes, procs_per_node, sets):
     raw.update(_parse_sets(sets))
     TrainConfig.from_dict(raw)  # a bad config fails here, before any process starts
     args = ["--config", config_uri] + [a for s in sets for a in ("--set", s)]
-    run_torchrun_local(args, nnodes=nodes, nproc_per_node=procs_per_node)
+    from seedbed.launch.local import LocalRunFailed
+
+    try:
+        run_torchrun_local(args, nnodes=nodes, nproc_per_node=procs_per_node)
+    except LocalRunFailed as e:  # the failing process's own error is in its log above
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
 
 
 # ----------------------------------------------------------------------------- data and stages

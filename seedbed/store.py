@@ -457,6 +457,12 @@ def copy_to_local(uri: str, cache_dir: str | None = None) -> Path:
         return dest
     if dest.is_file() and dest.stat().st_size == size(uri):
         return dest
+    _download(uri, dest)
+    return dest
+
+
+def _download(uri: str, dest: Path) -> None:
+    """S3 object → local file, atomically (a temp name in the same folder, then rename)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:12]}"
     bucket, key = _split_s3(uri)
@@ -467,7 +473,6 @@ def copy_to_local(uri: str, cache_dir: str | None = None) -> Path:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-    return dest
 
 
 def copy_to_path(uri: str, path: str | os.PathLike) -> Path:
@@ -519,18 +524,9 @@ def download_dir(prefix: str, local_dir: str | os.PathLike) -> Path:
         if not is_s3(uri):
             rel = os.path.relpath(uri, str(_local(base)))
         dest = dest_root / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if not is_s3(uri):
-            if Path(uri).resolve() != dest.resolve():
-                shutil.copyfile(uri, dest)
-            continue
-        tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:12]}"
-        bucket, key = _split_s3(uri)
-        try:
-            with _s3_errors(uri, "download"):
-                _client().download_file(bucket, key, str(tmp), Config=_transfer_config())
-            os.replace(tmp, dest)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        if is_s3(uri):
+            _download(uri, dest)
+        elif Path(uri).resolve() != dest.resolve():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(uri, dest)
     return dest_root

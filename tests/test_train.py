@@ -165,7 +165,7 @@ def test_checkpoints_and_model_on_s3(s3, tiny_tokens, tmp_path):
     ({"seq_len": 4096}, "larger than preset 'tiny-64'"),
     ({"global_batch_tokens": 1000}, "not a multiple of seq_len"),
     ({"zero_stage": 4}, "zero_stage must be one of"),
-    ({"learning_rate": 1e-3}, "unknown config field"),
+    ({"learning_rate": 1e-3}, "training config: unknown field"),
     ({"total_tokens": 100}, "less than one global batch"),
     ({"upsample": {"weights": {"math": 1.0}, "fraction": 1.5}}, "must be in"),
 ])

@@ -54,6 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from seedbed.fields import check_fields
+
 __all__ = [
     "GROUP",
     "VERSION",
@@ -295,17 +297,7 @@ class LaunchSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "LaunchSpec":
-        if not isinstance(d, dict):
-            raise LaunchError(f"launch spec: expected a mapping, got {type(d).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise LaunchError(f"launch spec: unknown field(s) {unknown}; known: {sorted(names)}")
-        missing = sorted(f.name for f in dataclasses.fields(cls)
-                         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-                         and f.name not in d)
-        if missing:
-            raise LaunchError(f"launch spec: missing required field(s) {missing}")
+        check_fields(cls, d, "launch spec", LaunchError)
         return cls(**d).validate()
 
     def to_dict(self) -> dict:

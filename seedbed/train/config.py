@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 
 from seedbed import store
+from seedbed.fields import check_fields
 from seedbed.train.presets import PresetError, get_preset
 from seedbed.train.schedule import LR_SCHEDULES, ScheduleError
 
@@ -66,16 +67,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        if not isinstance(d, dict):
-            raise ConfigError(f"a training config is a JSON object, got {type(d).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"unknown config field(s) {unknown}; known: {sorted(names)}")
-        missing = [f.name for f in dataclasses.fields(cls)
-                   if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in d]
-        if missing:
-            raise ConfigError(f"missing required config field(s) {missing}")
+        check_fields(cls, d, "training config", ConfigError)
         cfg = cls(**d)
         cfg.validate()
         return cfg

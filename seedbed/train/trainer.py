@@ -309,6 +309,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         bar = tqdm(total=steps, initial=state["step"], disable=rank != 0 or not cfg.progress, unit="step",
                    dynamic_ncols=True, mininterval=2.0)
         loss_val = float("nan")
+        last_phase = None
         engine.train()
         while state["step"] < stop:
             t0 = time.perf_counter()
@@ -338,6 +339,10 @@ def train(cfg: TrainConfig, log=print) -> dict:
                    "mfu": round(fpt * tps / (peak * world), 5) if peak else None,
                    "flops": state["flops"], "phase": schedule.phases[schedule.phase_index(loader.seq_index - 1)].name,
                    "step_seconds": round(dt, 4)}
+            if rank == 0 and rec["phase"] != last_phase:
+                log(f"[train] phase {rec['phase']!r} from token {state['tokens'] - step_tokens:,} "
+                    f"(step {state['step']})")
+            last_phase = rec["phase"]
             if cfg.eval_every and state["step"] % cfg.eval_every == 0 and state["step"] < steps:
                 rec["val_loss"] = evaluate()
             if state["step"] % cfg.log_every == 0 or state["step"] == stop:
