@@ -31,11 +31,15 @@ def launch_training(
     retried task adopts the job it created), an empty ``namespace`` is this pod's.
     ``image``: the training image (the pipeline passes the CUDA image; required in cluster mode).
     ``mode="local"``: torchrun processes in this pod. The run's summary.json numbers become
-    ``metrics``. ``timeout_s`` 0: no limit of our own.
+    ``metrics``. ``timeout_s`` 0: no limit of our own. An empty ``config_uri`` trains nothing and returns "" (an unused stage slot).
     """
     import json
 
     from seedbed.launch import launch
+
+    if not config_uri:  # an unused slot of a pipeline with a fixed number of stages (staged-growth)
+        trainjob.metadata["skipped"] = True
+        return ""
 
     spec = dict(
         name=name, namespace=namespace, image=image, runtime=runtime, nodes=nodes,

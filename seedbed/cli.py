@@ -283,18 +283,9 @@ def run_train_lm(work, tiny, data_dir, domains_json, preset, total_tokens, seq_l
 
     if not store.is_s3(work):
         work = str(Path(work).resolve())
-    if domains_json:
-        domains = json.loads(domains_json)
-    else:
-        if data_dir:
-            os.environ["SEEDBED_DATA"] = str(Path(data_dir).resolve())
-        root = data.shared_data_dir()
-        if root is None:
-            raise ValueError("no domain corpora found: pass --domains or --data (a folder like ../shared/data)")
-        folder = root / "tiny" / "domains" if tiny else root / "domains"
-        domains = {p.name.split(".")[0]: str(p) for p in sorted(folder.glob("*.jsonl.gz"))}
-        if not domains:
-            raise ValueError(f"no *.jsonl.gz domain corpora in {folder}")
+    if data_dir:
+        os.environ["SEEDBED_DATA"] = str(Path(data_dir).resolve())
+    domains = json.loads(domains_json) if domains_json else _local_domains(tiny)
     base = json.loads(mixture) if mixture else {d: w for d, w in LOCAL_MIXTURE.items() if d in domains}
     settings = {"name": "train-lm", "preset": preset, "total_tokens": total_tokens, "seq_len": seq_len,
                 "global_batch_tokens": global_batch_tokens, "micro_batch_size": micro_batch, "mixture": base,
@@ -343,6 +334,105 @@ def _summarize_train(work: str) -> None:
     if store.exists(rep):
         click.echo(f"  evaluation: {rep}\n")
         click.echo(store.read_text(rep))
+
+
+@main.command("plan-growth", cls=_Cmd)
+@click.option("--series", default="1b,2b,4b,8b", show_default=True, help="Comma-separated presets, smallest first.")
+@click.option("--tokens-per-param", type=float, default=40.0, show_default=True,
+              help="T_i = this × X_i (20 = Chinchilla; 40 = the paper's 2×).")
+@click.option("--tokens", "tokens_csv", default=None, help="Explicit token targets T_i, comma-separated (overrides --tokens-per-param).")
+@click.option("--lr", default="preset", show_default=True,
+              help="'preset' (by size: 1.5e-3 for 1B … 3e-4 for 8B), one number for every stage, or one per stage.")
+@click.option("--fixed-data", is_flag=True, help="At most T_n unique tokens for the whole series; later stages repeat data.")
+@click.option("--basis", type=click.Choice(["auto", "nominal", "non_embedding", "total"]), default="auto", show_default=True,
+              help="Parameter count X in FLOPs = 6·X·T (auto: nominal 1B/2B/… when every preset has one).")
+@click.option("--vocab-size", type=int, default=50304, show_default=True, help="Vocabulary (for parameter counts).")
+@click.option("--width", type=click.Choice(["fpi", "aki", "zero"]), default="fpi", show_default=True)
+@click.option("--depth", type=click.Choice(["stack", "interpolate", "identity"]), default="stack", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON instead of a table.")
+def plan_growth_cmd(series, tokens_per_param, tokens_csv, lr, fixed_data, basis, vocab_size, width, depth, as_json):
+    """Print a staged-growth plan (SPEC §4): tokens, lr and FLOPs per stage, before anything runs."""
+    from seedbed.growth.plan import plan_series
+
+    lrs = None if lr == "preset" else [float(x) for x in lr.split(",")]
+    plan = plan_series(series.split(","), vocab_size=vocab_size,
+                       tokens=[int(float(t)) for t in tokens_csv.split(",")] if tokens_csv else None,
+                       tokens_per_param=tokens_per_param, lr=lrs[0] if lrs and len(lrs) == 1 else lrs,
+                       fixed_data=fixed_data, basis=basis, width=width, depth=depth)
+    click.echo(json.dumps(plan.to_dict(), indent=2) if as_json else plan.table())
+
+
+@run.command("staged-growth", cls=_Cmd)
+@click.option("--work", default="runs/staged-growth", show_default=True,
+              help="Where every stage writes (local dir or s3://); rerun with the same --work to resume.")
+@click.option("--tiny", is_flag=True, help="Use the tiny domain subsets (200 docs each).")
+@click.option("--domains", "domains_json", default=None, help="JSON object domain → corpus URI (overrides the shared data).")
+@click.option("--series", default="tiny-64,tiny-128,tiny-256", show_default=True)
+@click.option("--tokens-per-param", type=float, default=0.5, show_default=True,
+              help="T_i = this × X_i (non-embedding X for tiny presets; small so the series runs in minutes on CPU).")
+@click.option("--tokens", "tokens_csv", default="", help="Explicit token targets T_i, comma-separated.")
+@click.option("--lr", default="preset", show_default=True, help="'preset' (by size), one number, or one per stage.")
+@click.option("--fixed-data", is_flag=True, help="At most T_n unique tokens; later stages repeat data.")
+@click.option("--baselines", is_flag=True, help="Also train each size from scratch at the same FLOPs.")
+@click.option("--width", type=click.Choice(["fpi", "aki", "zero"]), default="fpi", show_default=True)
+@click.option("--depth", type=click.Choice(["stack", "interpolate", "identity"]), default="stack", show_default=True)
+@click.option("--seq-len", type=int, default=128, show_default=True)
+@click.option("--global-batch-tokens", type=int, default=4096, show_default=True)
+@click.option("--micro-batch", type=int, default=16, show_default=True)
+@click.option("--vocab-size", type=int, default=4096, show_default=True)
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any other shared TrainConfig field.")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Any other pipeline parameter.")
+def run_staged_growth(work, tiny, domains_json, series, tokens_per_param, tokens_csv, lr, fixed_data, baselines,
+                      width, depth, seq_len, global_batch_tokens, micro_batch, vocab_size, sets, params):
+    """Staged growth (SPEC §4) end to end locally: train the smallest preset, grow, continue; report."""
+    from seedbed import store
+    from seedbed.growth.plan import plan_series
+    from seedbed.train.entry import _parse_sets
+
+    if not store.is_s3(work):
+        work = str(Path(work).resolve())
+    domains = json.loads(domains_json) if domains_json else _local_domains(tiny)
+    settings = {"seq_len": seq_len, "global_batch_tokens": global_batch_tokens, "micro_batch_size": micro_batch,
+                "mixture": {d: w for d, w in LOCAL_MIXTURE.items() if d in domains}, "checkpoint_every": 50,
+                "warmup_steps": 10}
+    settings.update(_parse_sets(sets))
+    lrs = None if lr == "preset" else [float(x) for x in lr.split(",")]
+    plan = plan_series(series.split(","), vocab_size=vocab_size,  # a dry run: fails before any task
+                       tokens=[int(float(t)) for t in tokens_csv.split(",")] if tokens_csv else None,
+                       tokens_per_param=tokens_per_param, lr=lrs[0] if lrs and len(lrs) == 1 else lrs,
+                       fixed_data=fixed_data, width=width, depth=depth)
+    click.echo(plan.table() + "\n", err=True)
+    p = dict(work_uri=work, domains_json=json.dumps(domains), series=series, run_settings=json.dumps(settings),
+             tokens_per_param=tokens_per_param, tokens_csv=tokens_csv, lr=lr, fixed_data=fixed_data, width=width,
+             depth=depth, scratch_baselines=baselines, vocab_size=vocab_size, mode="local", procs_per_node=1,
+             gpus_per_node=0)
+    p.update(_coerce_params(_parse_params(params), "staged-growth"))
+    from pipelines.local import run_local
+
+    kfp_root = store.join(work, "kfp") if not store.is_s3(work) else str(Path("runs/kfp").resolve())
+    try:
+        run_local("staged-growth", p, kfp_root)
+    except RuntimeError as e:
+        click.echo(f"error: {str(e).splitlines()[0]} (the failing task's error is in its log above; "
+                   f"rerun with the same --work to resume)", err=True)
+        sys.exit(1)
+    rep = store.join(work, "report", "report.md")
+    if store.exists(rep):
+        text = store.read_text(rep)
+        click.echo("\n" + text.split("![loss vs FLOPs]")[0] + f"plot: {store.join(work, 'report', 'loss_vs_flops.png')}")
+
+
+def _local_domains(tiny: bool) -> dict:
+    from seedbed import data
+
+    root = data.shared_data_dir()
+    if root is None:
+        raise ValueError("no domain corpora found: pass --domains or --data (a folder like ../shared/data)")
+    folder = root / "tiny" / "domains" if tiny else root / "domains"
+    domains = {p.name.split(".")[0]: str(p) for p in sorted(folder.glob("*.jsonl.gz"))}
+    if not domains:
+        raise ValueError(f"no *.jsonl.gz domain corpora in {folder}")
+    return domains
 
 
 @main.command("train", cls=_Cmd)

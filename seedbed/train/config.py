@@ -34,6 +34,8 @@ class TrainConfig:
     preset: str = "tiny-64"
     model_overrides: dict = field(default_factory=dict)
     init_from: str | None = None  # an HF model dir to start from (staged growth) instead of random init
+    data_cursor_from: str | None = None  # a finished run's out_uri: continue its data streams (fresh data)
+    max_unique_tokens: int | None = None  # cap on unique tokens (split by planned domain share); then repeat
     upsample: dict | None = None  # {"weights": {...}, "fraction": 0.15} — SPEC §3 end-of-training window
     phases: list | None = None  # explicit phases instead of mixture+upsample
     on_exhausted: str = "repeat"  # "repeat" (counted) | "fail"
@@ -121,6 +123,10 @@ class TrainConfig:
             raise ConfigError(f"lr must be > 0, got {self.resolved_lr()}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ConfigError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.max_unique_tokens is not None and (not isinstance(self.max_unique_tokens, int) or self.max_unique_tokens < self.seq_len):
+            raise ConfigError(f"max_unique_tokens must be an integer >= seq_len, got {self.max_unique_tokens!r}")
+        if self.max_unique_tokens is not None and self.on_exhausted == "fail":
+            raise ConfigError("max_unique_tokens caps the data so it repeats: it needs on_exhausted='repeat'")
         if self.keep_checkpoints < 1:
             raise ConfigError("keep_checkpoints must be >= 1")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
@@ -163,7 +169,7 @@ class TrainConfig:
 
     def fingerprint(self) -> dict:
         """What a checkpoint must agree on to be resumed (the rest may change, e.g. logging)."""
-        keys = ("tokens_uri", "preset", "model_overrides", "init_from", "mixture", "upsample", "phases",
+        keys = ("tokens_uri", "preset", "model_overrides", "init_from", "data_cursor_from", "max_unique_tokens", "mixture", "upsample", "phases",
                 "on_exhausted", "seq_len", "global_batch_tokens", "total_tokens", "lr", "lr_schedule",
                 "warmup_steps", "min_lr_ratio", "decay_fraction", "betas", "eps", "weight_decay", "seed", "zero_stage")
         d = self.to_dict()

@@ -51,7 +51,12 @@ class _Domain:
 
 
 class MixtureLoader:
-    def __init__(self, shards: dict[str, list], schedule: Schedule, seed: int = 0, on_exhausted: str = "repeat"):
+    def __init__(self, shards: dict[str, list], schedule: Schedule, seed: int = 0, on_exhausted: str = "repeat",
+                 max_chunks: dict[str, int] | None = None, start_cursor: dict[str, list] | None = None):
+        """``max_chunks``: use at most this many chunks (unique sequences) of a domain — a
+        unique-data budget; later epochs repeat them. ``start_cursor``: where each domain's
+        stream starts (``{domain: [epoch, position]}``, e.g. where a previous growth stage
+        stopped, so the next stage sees fresh data)."""
         if on_exhausted not in ON_EXHAUSTED:
             raise ValueError(f"on_exhausted must be one of {ON_EXHAUSTED}, got {on_exhausted!r}")
         self.schedule = schedule
@@ -63,7 +68,10 @@ class MixtureLoader:
             arrs = list(shards[name])
             counts = [len(a) // self.seq_len for a in arrs]
             starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if arrs else np.zeros(0, np.int64)
-            self.domains[name] = _Domain(name, arrs, starts, int(sum(counts)))
+            n = int(sum(counts))
+            if max_chunks and name in max_chunks:
+                n = min(n, max(1, int(max_chunks[name])))
+            self.domains[name] = _Domain(name, arrs, starts, n)
         used = {d for p in schedule.phases for d, w in p.weights.items() if w > 0}
         for d in sorted(used):
             if d not in self.domains:
@@ -71,6 +79,10 @@ class MixtureLoader:
             if self.domains[d].chunks == 0:
                 raise ValueError(f"domain {d!r} has fewer than seq_len={self.seq_len} tokens: nothing to train on")
         self._perm_cache: dict[tuple[str, int], tuple[int, int]] = {}
+        self.start_cursor = {d: [int(c[0]), int(c[1])] for d, c in (start_cursor or {}).items() if d in self.domains}
+        for d, (ep, pos) in self.start_cursor.items():
+            if ep < 0 or not 0 <= pos <= self.domains[d].chunks:
+                raise ValueError(f"start cursor {[ep, pos]} of domain {d!r} is outside its {self.domains[d].chunks} chunks")
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -78,7 +90,7 @@ class MixtureLoader:
     def reset(self) -> None:
         self.seq_index = 0
         self.phase_counts = [{d: 0 for d in self.domains} for _ in self.schedule.phases]
-        self.cursor = {d: [0, 0] for d in self.domains}  # epoch, position in the epoch's order
+        self.cursor = {d: list(self.start_cursor.get(d, [0, 0])) for d in self.domains}  # epoch, position
         self.repeated = {d: 0 for d in self.domains}  # sequences drawn from an epoch >= 1
 
     def state_dict(self) -> dict:
@@ -111,16 +123,21 @@ class MixtureLoader:
             for d, w in ph.weights.items():
                 if w > 0:
                     need[d] += min(ph.sequences, math.ceil(w * ph.sequences - 1e-9))
-        return {d: {"sequences": need[d], "tokens": need[d] * self.seq_len,
-                    "unique_tokens": self.domains[d].chunks * self.seq_len,
-                    "repeated_sequences": max(0, need[d] - self.domains[d].chunks)} for d in need}
+        out = {}
+        for d in need:
+            ep, pos = self.start_cursor.get(d, [0, 0])
+            fresh = max(0, self.domains[d].chunks - pos) if ep == 0 else 0  # not yet seen by earlier stages
+            out[d] = {"sequences": need[d], "tokens": need[d] * self.seq_len,
+                      "unique_tokens": self.domains[d].chunks * self.seq_len, "fresh_tokens": fresh * self.seq_len,
+                      "repeated_sequences": max(0, need[d] - fresh)}
+        return out
 
     def check_plan(self) -> dict:
         plan = self.plan()
         if self.on_exhausted == "fail":
             short = {d: p for d, p in plan.items() if p["repeated_sequences"] > 0}
             if short:
-                msg = "; ".join(f"{d}: needs {p['tokens']:,} tokens but has {p['unique_tokens']:,} unique"
+                msg = "; ".join(f"{d}: needs {p['tokens']:,} tokens but has {p['fresh_tokens']:,} unique left"
                                 for d, p in short.items())
                 raise DataExhausted(f"not enough unique tokens ({msg}). Lower those weights, add data, "
                                     "or set on_exhausted='repeat' to repeat them (counted in the summary)")

@@ -26,6 +26,7 @@ class Preset:
     max_context: int = 4096
     rope_theta: float = 500_000.0
     lr: float | None = None  # SPEC §4: the learning rate for this size (None = set in the run config)
+    nominal_params: float | None = None  # the size a name stands for (1B = 1e9): SPEC §4's FLOPs accounting
 
     @property
     def head_dim(self) -> int:
@@ -40,10 +41,10 @@ PRESETS: dict[str, Preset] = {
     "tiny-128": Preset(hidden=128, ffn=384, layers=4, heads=4, kv_heads=2, max_context=1024, rope_theta=10_000.0, lr=3e-3),
     "tiny-256": Preset(hidden=256, ffn=768, layers=4, heads=8, kv_heads=4, max_context=2048, rope_theta=10_000.0, lr=2e-3),
     # the paper's series
-    "1b": Preset(hidden=2048, ffn=7168, layers=18, heads=16, lr=1.5e-3),
-    "2b": Preset(hidden=2560, ffn=8960, layers=22, heads=20, lr=1.1e-3),
-    "4b": Preset(hidden=3200, ffn=11200, layers=27, heads=25, lr=7.0e-4),
-    "8b": Preset(hidden=4096, ffn=14336, layers=33, heads=32, lr=3.0e-4),
+    "1b": Preset(hidden=2048, ffn=7168, layers=18, heads=16, lr=1.5e-3, nominal_params=1e9),
+    "2b": Preset(hidden=2560, ffn=8960, layers=22, heads=20, lr=1.1e-3, nominal_params=2e9),
+    "4b": Preset(hidden=3200, ffn=11200, layers=27, heads=25, lr=7.0e-4, nominal_params=4e9),
+    "8b": Preset(hidden=4096, ffn=14336, layers=33, heads=32, lr=3.0e-4, nominal_params=8e9),
 }
 
 

@@ -197,6 +197,34 @@ def _want_file(rank: int):
     return want
 
 
+def _chunk_caps(cfg: TrainConfig, schedule) -> dict | None:
+    """``max_unique_tokens`` split over the domains by their planned share of the run's tokens."""
+    if not cfg.max_unique_tokens:
+        return None
+    share: dict[str, float] = {}
+    for ph in schedule.phases:
+        for d, w in ph.weights.items():
+            share[d] = share.get(d, 0.0) + w * ph.sequences / schedule.total_sequences
+    return {d: math.ceil(cfg.max_unique_tokens * s / cfg.seq_len) for d, s in share.items() if s > 0}
+
+
+def _cursor_from(cfg: TrainConfig, tokens) -> dict | None:
+    """Where a previous run's data streams stopped (its summary's ``loader_end``)."""
+    if not cfg.data_cursor_from:
+        return None
+    uri = store.join(cfg.data_cursor_from, "summary.json")
+    try:
+        end = store.read_json(uri)["loader_end"]
+    except store.NotFound:
+        raise TrainError(f"data_cursor_from: {uri} does not exist (is that run finished?)") from None
+    except KeyError:
+        raise TrainError(f"data_cursor_from: {uri} records no loader_end") from None
+    if (end["seq_len"], end["seed"], end["tokens_uri"]) != (cfg.seq_len, cfg.seed, cfg.tokens_uri):
+        raise TrainError(f"data_cursor_from {cfg.data_cursor_from}: that run used seq_len {end['seq_len']}, seed "
+                         f"{end['seed']}, tokens {end['tokens_uri']}; continuing its data needs the same")
+    return end["cursor"]
+
+
 def train(cfg: TrainConfig, log=print) -> dict:
     """Run (or resume, or recognise as finished) one training run; returns its summary."""
     import deepspeed
@@ -224,7 +252,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
         gbs = cfg.global_batch_sequences
         schedule = build_schedule(steps * gbs, cfg.seq_len, cfg.mixture, tokens.domains, cfg.upsample, cfg.phases)
         loader = MixtureLoader({d: tokens.shards(d, "train") for d in tokens.domains}, schedule, cfg.seed,
-                               cfg.on_exhausted)
+                               cfg.on_exhausted, max_chunks=_chunk_caps(cfg, schedule),
+                               start_cursor=_cursor_from(cfg, tokens))
         plan = loader.check_plan()
         gas = cfg.grad_accum(world)
         model, preset = _model(cfg, tokens.vocab_size, tokens.eos_id)
@@ -385,6 +414,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
                 "tokens_by_phase": loader.tokens_by_phase(),
                 "repeated_tokens": {d: n * cfg.seq_len for d, n in loader.repeated.items() if n},
                 "plan": plan, "resumed_from": resumed_from, "model_uri": model_uri,
+                "loader_end": {"cursor": loader.cursor, "seq_len": cfg.seq_len, "seed": cfg.seed,
+                               "tokens_uri": cfg.tokens_uri,
+                               "chunks": {d: dom.chunks for d, dom in loader.domains.items()}},
                 "config": cfg.to_dict(),
             }
             store.write_json(store.join(str(mdir), "seedbed.json"), summary)

@@ -1,0 +1,105 @@
+"""``staged-growth``: train a model series by growth (SPEC §4); every stage is a released model.
+
+    tokenize ── plan ─┬─ stage 1: config → train ── stage 2: grow+config → train ── … ── stage 4 ─┐
+                      └─ baselines (optional): size i from scratch on T_i tokens ──────────────────┴─ report
+
+The DAG has ``MAX_STAGES`` stage slots (compile-time, default 4 = the paper's 1B→8B); a series
+with fewer stages leaves the rest empty (``prepare_stage`` returns "" and the launcher trains
+nothing), so one compiled pipeline serves every series length without conditions on task outputs
+(kfp 2.17's local runner mishandles those, SPEC §6). Each stage trains through the same launcher
+as ``train-lm`` (a TrainJob on a cluster, torchrun locally), writes its HF model under
+``work_uri/stage-i/model`` and is idempotent: a finished stage is never retrained, an interrupted
+one resumes from its last complete checkpoint when the pipeline is run again.
+"""
+
+import os
+
+from kfp import dsl
+
+from components.launch_train import launch_training
+from components.plan_growth import plan_growth
+from components.prepare_stage import prepare_stage
+from components.series_report import series_report
+from components.tokenize_domains import tokenize_domains
+from components._images import GPU_IMAGE
+from pipelines._common import cluster_settings
+
+MAX_STAGES = int(os.environ.get("SEEDBED_MAX_STAGES", "4"))
+
+
+@dsl.pipeline(
+    name="staged-growth",
+    description="Train a model series by staged growth (bert2BERT-style width/depth operators): train the "
+    "smallest, grow, continue; the series costs what its largest model alone costs.",
+)
+def staged_growth(
+    work_uri: str,
+    domains_json: str,
+    series: str = "1b,2b,4b,8b",
+    run_settings: str = "{}",
+    tokens_per_param: float = 40.0,
+    tokens_csv: str = "",
+    lr: str = "preset",
+    fixed_data: bool = False,
+    basis: str = "auto",
+    width: str = "fpi",
+    depth: str = "stack",
+    scratch_baselines: bool = False,
+    tokenizer: str = "train",
+    vocab_size: int = 50304,
+    valid_fraction: float = 0.01,
+    mode: str = "cluster",
+    image: str = GPU_IMAGE,
+    runtime: str = "torch-distributed",
+    nodes: int = 1,
+    procs_per_node: int = 8,
+    gpus_per_node: int = 8,
+    cpu_per_node: str = "",
+    memory_per_node: str = "",
+    shm_size: str = "64Gi",
+    node_selector_json: str = "{}",
+    tolerations_json: str = "[]",
+    train_timeout_s: int = 0,
+):
+    """Train a growth series.
+
+    Args:
+        series: comma-separated presets, smallest first (e.g. "tiny-64,tiny-128,tiny-256").
+        run_settings: JSON of TrainConfig fields shared by every stage (mixture, upsample, seq_len,
+            global_batch_tokens, micro_batch_size, warmup_steps, zero_stage, ...); the plan sets
+            preset, total_tokens and lr per stage.
+        tokens_per_param: T_i = tokens_per_param × X_i (40 = 2× Chinchilla) unless tokens_csv gives T_i.
+        lr: "preset" (1.5e-3 for 1B … 3e-4 for 8B), one number for every stage, or one per stage.
+        fixed_data: the series sees at most T_n unique tokens; later stages repeat data.
+        basis: parameter count X for FLOPs: auto | nominal | non_embedding | total.
+        width / depth: growth operators (fpi | aki | zero; stack | interpolate | identity).
+        scratch_baselines: also train each size from scratch on T_i tokens (same FLOPs as the
+            series when stage i is released) for the report.
+    """
+    tok = cluster_settings(tokenize_domains(
+        domains_json=domains_json, work_uri=work_uri, name="tokens", tokenizer=tokenizer, vocab_size=vocab_size,
+        valid_fraction=valid_fraction, overwrite=False,
+    ), cpu="4", memory="16G").set_display_name("tokenize domains")
+    plan = cluster_settings(plan_growth(
+        tokens_uri=tok.outputs["Output"], work_uri=work_uri, series_csv=series, tokens_csv=tokens_csv,
+        tokens_per_param=tokens_per_param, lr=lr, fixed_data=fixed_data, basis=basis, width=width, depth=depth,
+        settings_json=run_settings,
+    ), cpu="1", memory="2G").set_display_name("plan series")
+
+    def train(config_task, label):
+        return cluster_settings(launch_training(
+            config_uri=config_task.output, mode=mode, image=image, runtime=runtime, nodes=nodes,
+            procs_per_node=procs_per_node, gpus_per_node=gpus_per_node, cpu_per_node=cpu_per_node,
+            memory_per_node=memory_per_node, shm_size=shm_size, node_selector_json=node_selector_json,
+            tolerations_json=tolerations_json, timeout_s=train_timeout_s,
+        ), cpu="2", memory="8G").set_display_name(label)
+
+    prev, runs = plan, []
+    for i in range(1, MAX_STAGES + 1):
+        cfg = cluster_settings(prepare_stage(work_uri=work_uri, stage=i, scratch=False, enabled=True),
+                               cpu="4", memory="32G").set_display_name(f"stage {i}: grow + config").after(prev)
+        prev = train(cfg, f"stage {i}: train")
+        base_cfg = cluster_settings(prepare_stage(work_uri=work_uri, stage=i, scratch=True, enabled=scratch_baselines),
+                                    cpu="1", memory="2G").set_display_name(f"baseline {i}: config").after(plan)
+        runs += [prev, train(base_cfg, f"baseline {i}: train from scratch")]
+    cluster_settings(series_report(work_uri=work_uri), cpu="1", memory="4G").set_display_name("series report").after(*runs)
