@@ -347,8 +347,10 @@ def _summarize_train(work: str) -> None:
 @click.option("--basis", type=click.Choice(["auto", "nominal", "non_embedding", "total"]), default="auto", show_default=True,
               help="Parameter count X in FLOPs = 6·X·T (auto: nominal 1B/2B/… when every preset has one).")
 @click.option("--vocab-size", type=int, default=50304, show_default=True, help="Vocabulary (for parameter counts).")
-@click.option("--width", type=click.Choice(["fpi", "aki", "zero"]), default="fpi", show_default=True)
-@click.option("--depth", type=click.Choice(["stack", "interpolate", "identity"]), default="stack", show_default=True)
+@click.option("--width", type=click.Choice(["fpi", "aki", "zero"]), default="zero", show_default=True,
+              help="Width operator: zero extension (exact at any ratio, trainable), fpi (exact at integer ratios; copies stay identical under training), aki.")
+@click.option("--depth", type=click.Choice(["stack", "interpolate", "identity"]), default="identity", show_default=True,
+              help="Depth operator: identity blocks (exact), stack, interpolate.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON instead of a table.")
 def plan_growth_cmd(series, tokens_per_param, tokens_csv, lr, fixed_data, basis, vocab_size, width, depth, as_json):
     """Print a staged-growth plan (SPEC §4): tokens, lr and FLOPs per stage, before anything runs."""
@@ -374,8 +376,10 @@ def plan_growth_cmd(series, tokens_per_param, tokens_csv, lr, fixed_data, basis,
 @click.option("--lr", default="preset", show_default=True, help="'preset' (by size), one number, or one per stage.")
 @click.option("--fixed-data", is_flag=True, help="At most T_n unique tokens; later stages repeat data.")
 @click.option("--baselines", is_flag=True, help="Also train each size from scratch at the same FLOPs.")
-@click.option("--width", type=click.Choice(["fpi", "aki", "zero"]), default="fpi", show_default=True)
-@click.option("--depth", type=click.Choice(["stack", "interpolate", "identity"]), default="stack", show_default=True)
+@click.option("--width", type=click.Choice(["fpi", "aki", "zero"]), default="zero", show_default=True,
+              help="Width operator: zero extension (exact at any ratio, trainable), fpi (exact at integer ratios; copies stay identical under training), aki.")
+@click.option("--depth", type=click.Choice(["stack", "interpolate", "identity"]), default="identity", show_default=True,
+              help="Depth operator: identity blocks (exact), stack, interpolate.")
 @click.option("--seq-len", type=int, default=128, show_default=True)
 @click.option("--global-batch-tokens", type=int, default=4096, show_default=True)
 @click.option("--micro-batch", type=int, default=16, show_default=True)

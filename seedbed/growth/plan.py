@@ -53,8 +53,8 @@ class SeriesPlan:
     tokens_per_param: float | None
     fixed_data: bool
     lr_mode: str
-    width: str = "fpi"
-    depth: str = "stack"
+    width: str = "zero"
+    depth: str = "identity"
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -135,7 +135,7 @@ def _params(name: str, overrides: dict | None, vocab: int, basis: str) -> float:
 
 def plan_series(presets: list[str], vocab_size: int = 50_304, tokens: list[int] | None = None,
                 tokens_per_param: float | None = 2 * CHINCHILLA_TOKENS_PER_PARAM, lr: str | float | list | None = None,
-                fixed_data: bool = False, basis: str = "auto", width: str = "fpi", depth: str = "stack",
+                fixed_data: bool = False, basis: str = "auto", width: str = "zero", depth: str = "identity",
                 overrides: dict | None = None) -> SeriesPlan:
     """Plan a growth series.
 

@@ -54,10 +54,10 @@ def series_report(work_uri: str) -> dict:
     for st in plan.stages:
         c = colors[(st.index - 1) % len(colors)]
         grown = _curve(stage_uri(work_uri, st.index), st.params, prev)
-        scratch = _curve(stage_uri(work_uri, st.index, scratch=True), st.params, 0.0)
+        scratch = _curve(stage_uri(work_uri, st.index, scratch=True), st.params, 0.0) if st.index > 1 else grown
         if grown:
             ax.plot(grown["flops"], _smooth(grown["loss"]), color=c, label=f"stage {st.index}: {st.preset}")
-        if scratch:
+        if scratch and st.index > 1:
             ax.plot(scratch["flops"], _smooth(scratch["loss"]), color=c, linestyle="--", alpha=0.8,
                     label=f"{st.preset} from scratch")
         g_val = (grown or {}).get("summary", {}).get("val_loss", {}).get("all")

@@ -39,7 +39,7 @@ def _round_tokens(n: int, batch: int, what: str) -> int:
 
 def write_plan(work_uri: str, tokens_uri: str, series: list[str], run_settings: dict, *,
                tokens: list[int] | None = None, tokens_per_param: float | None = 40.0, lr=None,
-               fixed_data: bool = False, basis: str = "auto", width: str = "fpi", depth: str = "stack",
+               fixed_data: bool = False, basis: str = "auto", width: str = "zero", depth: str = "identity",
                overwrite: bool = False) -> dict:
     """Plan the series against the token dataset's vocabulary, check every stage's config, and
     write ``plan.json``. Returns the plan document."""
@@ -130,7 +130,7 @@ def prepare_stage(work_uri: str, i: int, scratch: bool = False, enabled: bool = 
     false: the pipeline has a fixed number of stage slots and skips the ones a series does not use.
     """
     doc, plan = read_plan(work_uri)
-    if not enabled or i > len(plan.stages):
+    if not enabled or i > len(plan.stages) or (scratch and i == 1):  # stage 1 is itself from scratch
         return ""
     settings = _stage_settings(doc, i, scratch)
     out = stage_uri(work_uri, i, scratch)

@@ -37,7 +37,7 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     # tiny CPU sizes: seconds per step on a laptop core; head_dim 32 and 2 query heads per kv head
     # throughout, so each grows into the next (SPEC §4: heads are added, head_dim never changes)
-    "tiny-64": Preset(hidden=64, ffn=192, layers=2, heads=2, kv_heads=1, max_context=1024, rope_theta=10_000.0, lr=3e-3),
+    "tiny-64": Preset(hidden=64, ffn=192, layers=2, heads=2, kv_heads=1, max_context=1024, rope_theta=10_000.0, lr=4e-3),
     "tiny-128": Preset(hidden=128, ffn=384, layers=4, heads=4, kv_heads=2, max_context=1024, rope_theta=10_000.0, lr=3e-3),
     "tiny-256": Preset(hidden=256, ffn=768, layers=4, heads=8, kv_heads=4, max_context=2048, rope_theta=10_000.0, lr=2e-3),
     # the paper's series
