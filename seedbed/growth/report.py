@@ -62,7 +62,8 @@ def series_report(work_uri: str) -> dict:
                     label=f"{st.preset} from scratch")
         g_val = (grown or {}).get("summary", {}).get("val_loss", {}).get("all")
         s_val = (scratch or {}).get("summary", {}).get("val_loss", {}).get("all")
-        row = {"stage": st.index, "preset": st.preset, "params": st.params, "train_tokens": st.train_tokens,
+        trained = grown["summary"]["tokens"] if grown else st.train_tokens  # D_i in whole global batches
+        row = {"stage": st.index, "preset": st.preset, "params": st.params, "train_tokens": trained,
                "target_tokens": st.target_tokens, "lr": st.lr, "cumulative_flops": st.cumulative_flops,
                "grown_val_loss": g_val, "scratch_val_loss": s_val,
                "grown_final_train_loss": grown["summary"]["final_loss"] if grown else None,
