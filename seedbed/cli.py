@@ -439,6 +439,41 @@ def _local_domains(tiny: bool) -> dict:
     return domains
 
 
+@main.command("plan-sweep", cls=_Cmd)
+@click.option("--tokens-uri", default=None, help="A token dataset: its domains and vocabulary (else --domains/--vocab-size).")
+@click.option("--domains", "domains_csv", default=None, help="Comma-separated domain names (without --tokens-uri).")
+@click.option("--vocab-size", type=int, default=4096, show_default=True, help="Vocabulary (without --tokens-uri).")
+@click.option("--presets", default="tiny-64,tiny-128", show_default=True, help="Model sizes of the fit runs.")
+@click.option("--tokens", "tokens_csv", default="300000,300000", show_default=True, help="Token budget per size.")
+@click.option("--heldout-presets", default="", help="Larger sizes for held-out validation runs.")
+@click.option("--heldout-tokens", default="", help="Their token budgets.")
+@click.option("--n-mixtures", type=int, default=0, help="Mixtures (0: ≈10 for 3–4 domains, ≈20 for 6–8).")
+@click.option("--min-weight", type=float, default=0.1, show_default=True)
+@click.option("--eval-points", type=int, default=5, show_default=True, help="Held-out evaluations per run (token counts D).")
+@click.option("--seq-len", type=int, default=128, show_default=True)
+@click.option("--global-batch-tokens", type=int, default=4096, show_default=True)
+def plan_sweep_cmd(tokens_uri, domains_csv, vocab_size, presets, tokens_csv, heldout_presets, heldout_tokens,
+                   n_mixtures, min_weight, eval_points, seq_len, global_batch_tokens):
+    """Print a mixture-law proxy sweep (SPEC §2): the runs, their mixtures and the total FLOPs."""
+    from seedbed.mixture.sweep import design_sweep
+
+    if tokens_uri:
+        from seedbed.train.tokens import open_tokens
+
+        ds = open_tokens(tokens_uri)
+        domains, vocab_size = (domains_csv.split(",") if domains_csv else ds.domains), ds.vocab_size
+    elif domains_csv:
+        domains = domains_csv.split(",")
+    else:
+        raise ValueError("give --tokens-uri or --domains")
+    ints = lambda s: [int(float(x)) for x in s.split(",") if x.strip()]  # noqa: E731
+    plan = design_sweep(domains, presets.split(","), ints(tokens_csv),
+                        {"seq_len": seq_len, "global_batch_tokens": global_batch_tokens}, vocab_size,
+                        n_mixtures or None, min_weight, eval_points,
+                        [p for p in heldout_presets.split(",") if p], ints(heldout_tokens))
+    click.echo(plan.table())
+
+
 @main.command("train", cls=_Cmd)
 @click.option("--config", "config_uri", required=True, help="Training config JSON (local path or s3://).")
 @click.option("--nodes", type=int, default=1, show_default=True, help="torchrun nodes, as processes on 127.0.0.1.")

@@ -1,0 +1,21 @@
+from kfp import dsl
+from kfp.dsl import Markdown, Metrics, Output
+
+from components._images import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def fit_mixture(work_uri: str, table_uri: str, targets: str, report: Output[Markdown],
+                metrics: Output[Metrics]) -> str:
+    """Fit the additive and joint mixture laws (SPEC §2) to every target; returns fits.json's URI."""
+    from seedbed import store
+    from seedbed.mixture.stages import fit_stage
+
+    r = fit_stage(work_uri, table_uri, [t for t in targets.split(",") if t.strip()])
+    for row in r["mre"]:
+        for k, v in row.items():
+            if k != "target" and isinstance(v, (int, float)):
+                metrics.log_metric(f"{row['target']}_{k}_mre", v)
+    store.copy_to_path(r["report_uri"], report.path)
+    report.metadata["uri"] = r["report_uri"]
+    return r["fits_uri"]

@@ -1,0 +1,30 @@
+from kfp import dsl
+
+from components._images import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def sweep_run(
+    item: str,
+    mode: str,
+    image: str,
+    runtime: str,
+    nodes: int,
+    procs_per_node: int,
+    gpus_per_node: int,
+    node_selector_json: str,
+    tolerations_json: str,
+) -> str:
+    """Train one proxy run of the sweep (the item names it; a finished run is skipped); returns its out_uri.
+
+    Everything comes from the loop item and pipeline parameters: kfp 2.17's local runner resolves
+    any upstream task output inside a ParallelFor to the loop item (SPEC §6).
+    """
+    import json
+
+    from seedbed.mixture.stages import run_item
+
+    spec = dict(image=image, runtime=runtime, nodes=nodes, procs_per_node=procs_per_node,
+                gpus_per_node=gpus_per_node, node_selector=json.loads(node_selector_json or "{}"),
+                tolerations=json.loads(tolerations_json or "[]"))
+    return run_item(item, mode, spec)
