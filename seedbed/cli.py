@@ -150,18 +150,24 @@ def run_betr_select(work, data_dir, tiny, pool_uris, benchmarks_uri, target_set,
     p["fasttext_params"] = json.dumps(SMALL_SAMPLE_PARAMS)
     p.update(_coerce_params(_parse_params(params)))
     _preflight(p)
+    outputs = _run_pipeline("betr-select", p, work)
+    _summarize_betr(work)
+    if outputs:
+        click.echo(json.dumps(outputs, indent=2))
+
+
+def _run_pipeline(name: str, params: dict, work: str) -> dict:
+    """Run a pipeline through kfp.local; a failed task ends the command with exit status 1."""
+    from seedbed import store
     from pipelines.local import run_local
 
     kfp_root = store.join(work, "kfp") if not store.is_s3(work) else str(Path("runs/kfp").resolve())
     try:
-        outputs = run_local("betr-select", p, kfp_root)
+        return run_local(name, params, kfp_root)
     except RuntimeError as e:  # kfp.local: a task failed; its own error is in the task log above
         click.echo(f"error: {str(e).splitlines()[0]} (the failing task's error is in its log above; "
                    f"rerun with the same --work to resume)", err=True)
         sys.exit(1)
-    _summarize_betr(work)
-    if outputs:
-        click.echo(json.dumps(outputs, indent=2))
 
 
 def _preflight(p: dict) -> None:
@@ -304,15 +310,8 @@ def run_train_lm(work, tiny, data_dir, domains_json, preset, total_tokens, seq_l
              procs_per_node=procs_per_node, gpus_per_node=0, eval_tasks=eval_tasks, eval_limit=eval_limit)
     p.update(_coerce_params(_parse_params(params), "train-lm"))
     click.echo(f"domains: {', '.join(domains)}\n  work: {work}", err=True)
-    from pipelines.local import run_local
 
-    kfp_root = store.join(work, "kfp") if not store.is_s3(work) else str(Path("runs/kfp").resolve())
-    try:
-        run_local("train-lm", p, kfp_root)
-    except RuntimeError as e:
-        click.echo(f"error: {str(e).splitlines()[0]} (the failing task's error is in its log above; "
-                   f"rerun with the same --work to resume)", err=True)
-        sys.exit(1)
+    _run_pipeline("train-lm", p, work)
     _summarize_train(work)
 
 
@@ -411,15 +410,8 @@ def run_staged_growth(work, tiny, domains_json, series, tokens_per_param, tokens
              depth=depth, scratch_baselines=baselines, vocab_size=vocab_size, mode="local", procs_per_node=1,
              gpus_per_node=0)
     p.update(_coerce_params(_parse_params(params), "staged-growth"))
-    from pipelines.local import run_local
 
-    kfp_root = store.join(work, "kfp") if not store.is_s3(work) else str(Path("runs/kfp").resolve())
-    try:
-        run_local("staged-growth", p, kfp_root)
-    except RuntimeError as e:
-        click.echo(f"error: {str(e).splitlines()[0]} (the failing task's error is in its log above; "
-                   f"rerun with the same --work to resume)", err=True)
-        sys.exit(1)
+    _run_pipeline("staged-growth", p, work)
     rep = store.join(work, "report", "report.md")
     if store.exists(rep):
         text = store.read_text(rep)
