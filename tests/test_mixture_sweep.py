@@ -81,3 +81,43 @@ def test_plan_sweep_cli_prints_the_design_and_flops(tiny_tokens):
                          capture_output=True, text=True, cwd=REPO, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "FLOPs" in res.stdout and res.stdout.startswith("40 runs")  # 5 domains → 20 mixtures × 2 sizes
+
+
+def test_fit_and_optimize_stages_on_a_sweep_table_from_a_known_law(tiny_tokens, tmp_path):
+    """The pipeline's glue: a sweep design, its results table (losses from a known additive law, since
+    a real sweep takes too long for a test), the fit stage, and the optimize stage's mixture.json."""
+    from seedbed.mixture import laws
+    from seedbed.mixture.stages import fit_stage, optimize_stage, plan_sweep, read_sweep
+    from seedbed.mixture.sweep import write_table
+    from seedbed.train.config import TrainConfig
+    from seedbed.train.presets import get_preset, param_count
+
+    work = str(tmp_path / "sweep")
+    plan_sweep(work, tiny_tokens, ["tiny-64", "tiny-128"], [20480, 20480], SETTINGS, heldout_presets=["tiny-256"],
+               heldout_tokens=[20480], n_mixtures=10, eval_points=5, domains=DOMS)
+    _, plan = read_sweep(work)
+    true = laws.AdditiveParams(E=1.5, C=np.array([2.0, 1.0, 3.0]), gamma=np.array([0.6, 0.9, 0.4]), A=40.0,
+                               alpha=0.3, B=300.0, beta=0.35)
+    rng = np.random.default_rng(0)
+    rows = []
+    for r in plan.runs:
+        n = param_count(get_preset(r.preset), plan.vocab_size, embeddings=False)
+        h = np.array([r.mixture[d] for d in plan.domains])
+        for step in range(1, 6):
+            d_tokens = step * 4096
+            loss = float(laws.predict(true, h[None], np.array([n]), np.array([d_tokens]))[0])
+            rows.append({"run_id": r.run_id, "heldout": r.heldout, "model_size": n, "n_tokens": d_tokens,
+                         **{f"weight_{d}": r.mixture[d] for d in plan.domains},
+                         **{f"{d}_loss": loss * (1 + 0.001 * rng.standard_normal()) for d in plan.domains}})
+    table = write_table(rows, f"{work}/results")
+    fit = fit_stage(work, table["parquet"], ["mean"])
+    (row,) = fit["mre"]
+    assert row["joint_train"] <= row["additive_train"] + 1e-9 and row["additive_train"] < 0.5
+    # validated on the larger size's unseen mixtures: two fit sizes pin α loosely (SPEC §2: 0.3–4.5% at larger N)
+    assert row["additive_heldout"] < 3.0
+    assert "data:image/png;base64," in store.read_text(fit["report_uri"])
+    out = optimize_stage(work, fit["fits_uri"], "mean", "tiny-256", 1_000_000, min_weight=0.05)
+    TrainConfig.from_dict({"tokens_uri": "-", "out_uri": "-", "total_tokens": 1_000_000, "preset": "tiny-256",
+                           "mixture": out["mixture"], "upsample": out["upsample"]})
+    assert out["optimum"]["loss"] <= out["optimum"]["uniform"]["loss"] + 1e-9
+    assert store.read_json(out["uri"])["mixture"] == out["mixture"]
