@@ -8,7 +8,6 @@ hand-written prompts (copied from lm-eval's task YAMLs) scored directly by the m
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import math
 import socket
@@ -342,7 +341,7 @@ def _check_against_direct_scoring(res, bench, model, tok, limit):
     for task, r in res.items():
         recs = _records(bench, mc.TASKS[task].benchmark, n=limit)
         assert r["n"] == limit == len(r["samples"])
-        assert r["lm"] in ("native", "hflm") and r["split"] == "validation"
+        assert r["lm"] == "hflm" and r["split"] == "validation"
         hits = hits_norm = 0
         for rec, s in zip(recs, r["samples"]):
             ctxs, conts, gold = _reference_requests(task, rec, wheel_hs)
@@ -449,25 +448,6 @@ def test_mc_bad_inputs_give_clear_errors(loaded, tiny, shared_data, tmp_path):
         f.write(json.dumps({"benchmark": "piqa", "split": "validation", "question": "q", "choices": None, "answer": "x"}) + "\n")
     with pytest.raises(EvaluationError, match="not a multiple-choice record"):
         mc.evaluate_mc(model, tok, tasks=["piqa"], benchmarks=bad)
-    with pytest.raises(EvaluationError, match="unknown lm backend"):
-        mc.make_lm(model, tok, backend="vllm")
-    if importlib.util.find_spec("accelerate") is None:
-        with pytest.raises(EvaluationError, match="needs `accelerate`"):
-            mc.make_lm(model, tok, backend="hflm")
-
-
-def test_native_lm_agrees_with_lm_eval_hflm(loaded, tiny):
-    from seedbed.evaluate import mc
-
-    model, tok = loaded
-    kw = dict(tasks=None, benchmarks=tiny / "benchmarks_tiny.jsonl.gz", limit=3, return_samples=True)
-    a = mc.evaluate_mc(model, tok, backend="native", **kw)
-    b = mc.evaluate_mc(model, tok, backend="hflm", **kw)
-    for t in a:
-        assert (a[t]["lm"], b[t]["lm"]) == ("native", "hflm")
-        assert (a[t]["acc"], a[t]["acc_norm"]) == (b[t]["acc"], b[t]["acc_norm"]), t
-        for x, y in zip(a[t]["samples"], b[t]["samples"]):
-            np.testing.assert_allclose(x["lls"], y["lls"], rtol=1e-5, atol=1e-4)
 
 
 # ----------------------------------------------------------------------------- the stage

@@ -55,19 +55,14 @@ Differences from lm-eval's configs, all forced by what our files hold:
 * Winogrande reports ``acc`` only (lm-eval defines no ``acc_norm`` for it: the continuation
   is the same for both options); ``acc_norm`` is None.
 
-The model side is lm-eval's ``HFLM`` wrapping the already-loaded model and tokenizer when
-``accelerate`` (which ``lm_eval.models.huggingface`` imports at module level; it comes with
-the ``lm-eval[hf]`` extra) is installed. Without it, :class:`NativeLM`, a minimal
-``lm_eval.api.model.TemplateLM`` subclass, scores the same requests: lm-eval still builds
-the prompts, tokenizes the pairs (``TemplateLM._encode_pair``) and computes the metrics; only
-the forward pass (sum of the continuation tokens' log-probabilities, left-truncated to the
-model's context as HFLM does) is ours. The result records which one ran (``"lm"``).
+The model side is lm-eval's own ``HFLM`` wrapping the already-loaded model and tokenizer
+(``accelerate``, which it imports, is a declared dependency), so prompts, tokenization, scoring
+and metrics are all lm-eval's. The result records it (``"lm": "hflm"``).
 """
 
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import logging
 import math
@@ -89,7 +84,6 @@ __all__ = [
     "hellaswag_doc",
     "task_config",
     "make_lm",
-    "NativeLM",
     "evaluate_mc",
 ]
 
@@ -291,116 +285,11 @@ def task_config(name: str, data_file: str | Path, split: str = DEFAULT_SPLIT, ca
 # ----------------------------------------------------------------------------- the model side
 
 
-def _import_template_lm():
-    from lm_eval.api.model import TemplateLM
+def make_lm(model, tokenizer, batch_size: int = 8):
+    """``(lm, "hflm")``: lm-eval's ``HFLM`` over the already-loaded model and tokenizer."""
+    from lm_eval.models.huggingface import HFLM
 
-    return TemplateLM
-
-
-class NativeLM(_import_template_lm()):
-    """A minimal lm-eval ``TemplateLM`` over an already-loaded HF causal LM (loglikelihood only).
-
-    Same definitions as ``HFLM``: lm-eval's ``TemplateLM.loglikelihood`` tokenizes each pair
-    (``_encode_pair``), this class sums the continuation tokens' log-probabilities of
-    ``(context + continuation)[-(max_length + 1):][:-1]`` and reports whether every
-    continuation token is the argmax.
-    """
-
-    def __init__(self, model, tokenizer, batch_size: int = 8, max_length: int | None = None):
-        super().__init__()
-        self.model = model
-        self.tokenizer = tokenizer
-        self.batch_size = max(1, int(batch_size))
-        cfg = getattr(model, "config", None)
-        self._max_length = int(max_length or getattr(cfg, "max_position_embeddings", None) or 2048)
-        self._device = next(model.parameters()).device
-
-    @property
-    def eot_token_id(self) -> int:
-        return self.tokenizer.eos_token_id
-
-    @property
-    def prefix_token_id(self) -> int:
-        bos = getattr(self.tokenizer, "bos_token_id", None)
-        return bos if bos is not None else self.eot_token_id
-
-    @property
-    def max_length(self) -> int:
-        return self._max_length
-
-    @property
-    def device(self):
-        return self._device
-
-    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
-        kw = {} if add_special_tokens is None else {"add_special_tokens": add_special_tokens}
-        bos = getattr(self.tokenizer, "bos_token", None)
-        if add_special_tokens is None and bos and string.startswith(bos):
-            kw = {"add_special_tokens": False}
-        return self.tokenizer.encode(string, **kw)
-
-    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
-        import torch
-        import torch.nn.functional as F
-
-        rows = []
-        for k, (_, ctx, cont) in enumerate(requests):
-            if not cont:
-                raise EvaluationError("empty continuation in a loglikelihood request")
-            full = (list(ctx) + list(cont))[-(self.max_length + 1):]
-            rows.append((k, full[:-1], list(cont)))
-        order = sorted(range(len(rows)), key=lambda i: -len(rows[i][1]))  # similar lengths together
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        out: list[tuple[float, bool] | None] = [None] * len(rows)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            for b in range(0, len(order), self.batch_size):
-                batch = [rows[i] for i in order[b:b + self.batch_size]]
-                width = max(len(r[1]) for r in batch)
-                ids = torch.full((len(batch), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for j, (_, inp, _) in enumerate(batch):
-                    ids[j, : len(inp)] = torch.tensor(inp)
-                    mask[j, : len(inp)] = 1
-                with torch.inference_mode():
-                    logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-                    for j, (k, inp, cont) in enumerate(batch):
-                        n = len(inp)
-                        lp = F.log_softmax(logits[j, n - len(cont):n].float(), dim=-1)
-                        tgt = torch.tensor(cont, device=lp.device)
-                        ll = float(lp.gather(-1, tgt[:, None]).sum())
-                        greedy = bool((lp.argmax(-1) == tgt).all())
-                        out[k] = (ll, greedy)
-        finally:
-            self.model.train(was_training)
-        return out  # type: ignore[return-value]
-
-    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
-        raise NotImplementedError("seedbed's NativeLM scores multiple choice only (use heldout_loss for perplexity)")
-
-    def generate_until(self, requests, disable_tqdm: bool = False):
-        raise NotImplementedError("seedbed's NativeLM scores multiple choice only")
-
-
-def make_lm(model, tokenizer, batch_size: int = 8, backend: str = "auto"):
-    """``(lm, name)``: lm-eval's ``HFLM`` over the loaded model (``"hflm"``), or :class:`NativeLM`
-    (``"native"``); ``"auto"`` picks HFLM when ``accelerate`` is installed."""
-    if backend not in ("auto", "hflm", "native"):
-        raise EvaluationError(f"unknown lm backend {backend!r}: auto, hflm or native")
-    has_accelerate = importlib.util.find_spec("accelerate") is not None
-    if backend == "hflm" or (backend == "auto" and has_accelerate):
-        if not has_accelerate:
-            raise EvaluationError(
-                "lm-eval's HFLM needs `accelerate` (the lm-eval[hf] extra), which is not installed; "
-                "use backend='native' or install it"
-            )
-        from lm_eval.models.huggingface import HFLM
-
-        return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=int(batch_size)), "hflm"
-    if backend == "auto":
-        log.warning("accelerate is not installed: scoring lm-eval's requests with seedbed's NativeLM, not HFLM")
-    return NativeLM(model, tokenizer, batch_size=batch_size), "native"
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=int(batch_size)), "hflm"
 
 
 # ----------------------------------------------------------------------------- running
@@ -415,7 +304,7 @@ def _num(v) -> float | None:
 
 
 def evaluate_mc(model, tokenizer, tasks: Iterable[str] | None = None, benchmarks: str | Path | None = None,
-                limit: int | None = None, batch_size: int = 8, backend: str = "auto",
+                limit: int | None = None, batch_size: int = 8,
                 work_dir: str | Path | None = None, return_samples: bool = False) -> dict:
     """Zero-shot ``acc`` / ``acc_norm`` of a loaded model on local benchmark files, via lm-eval.
 
@@ -461,7 +350,7 @@ def evaluate_mc(model, tokenizer, tasks: Iterable[str] | None = None, benchmarks
             configs.append(task_config(n, f, sp, cache_dir=Path(tmp) / "hf-datasets", task_name=key))
         # an empty index: only our configs, not the ~10k built-in task YAMLs
         loaded = TaskManager(include_defaults=False).load(configs)
-        lm, lm_name = make_lm(model, tokenizer, batch_size=batch_size, backend=backend)
+        lm, lm_name = make_lm(model, tokenizer, batch_size=batch_size)
         res = evaluator.evaluate(lm=lm, task_dict=loaded, limit=int(limit) if limit else None,
                                  log_samples=True, bootstrap_iters=100000)  # mean: closed-form stderr
 

@@ -175,7 +175,6 @@ def evaluate_model(
     batch_size: int = 8,
     device: str | None = "auto",
     dtype: str | None = "auto",
-    lm_backend: str = "auto",
     overwrite: bool = False,
 ) -> dict:
     """Evaluate the model at ``model_uri`` (a model dir or a training run's out_uri); writes ``report.md`` then ``eval.json`` under ``out_uri``.
@@ -274,7 +273,7 @@ def evaluate_model(
 
         t2 = time.perf_counter()
         result["mc"] = evaluate_mc(model, tokenizer, tasks=task_list, benchmarks=benchmarks_dir, limit=limit,
-                                   batch_size=batch_size, backend=lm_backend)
+                                   batch_size=batch_size)
         result["timings"]["mc_s"] = round(time.perf_counter() - t2, 3)
 
     result["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
