@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import logging
 import math
 import re
 import tempfile
@@ -87,7 +86,6 @@ __all__ = [
     "evaluate_mc",
 ]
 
-log = logging.getLogger(__name__)
 
 _ACC = {"metric": "acc", "aggregation": "mean", "higher_is_better": True}
 _ACC_NORM = {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}
