@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -101,3 +103,9 @@ def tiny_tokens(tmp_path_factory, tiny) -> str:
     out = str(tmp_path_factory.mktemp("tokens") / "tiny")
     tokenize_domains(doms, out, vocab_size=2048, valid_fraction=0.05)
     return out
+
+
+def run_cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """``python -m seedbed.cli ARGS`` from the repository root, output captured."""
+    return subprocess.run([sys.executable, "-m", "seedbed.cli", *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=timeout)

@@ -1,21 +1,13 @@
 """The staged-growth pipeline end to end through kfp.local on the tiny real domain corpora, via the CLI."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import run_cli as _run
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
 ARGS = ["--tiny", "--series", "tiny-64,tiny-128", "--tokens", "16384,49152", "--vocab-size", "2048",
         "--seq-len", "64", "--global-batch-tokens", "1024", "--baselines"]
-
-
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "seedbed.cli", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=900)
 
 
 @pytest.fixture(scope="module")

@@ -1,23 +1,15 @@
 """The train-lm pipeline end to end through kfp.local on the tiny real domain corpora, via the CLI."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import run_cli as _run
 import yaml
 
 from seedbed import store
 
-REPO = Path(__file__).resolve().parents[1]
 TINY_ARGS = ["--tiny", "--preset", "tiny-64", "--tokens", "65536", "--seq-len", "128", "--global-batch-tokens", "2048",
              "--vocab-size", "2048", "--eval-tasks", "arc_easy,piqa", "--eval-limit", "20"]
-
-
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "seedbed.cli", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=900)
 
 
 @pytest.fixture(scope="module")
