@@ -31,47 +31,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 
 from seedbed.mixture import fit as F  # noqa: E402
 from seedbed.mixture import laws  # noqa: E402
 from seedbed.mixture.optimize import optimal_mixture  # noqa: E402
+from seedbed.mixture.recovery import law_table  # noqa: E402
 
 SIZES = (5e7, 1e8, 2e8, 4e8)
 RATIOS = (2.5, 5, 10, 20, 40)
 
 
-def spread_mixtures(k, m, min_w, rng, n_cand=5000):
-    cand = min_w + (1 - min_w * k) * rng.dirichlet(np.ones(k), n_cand)
-    pick = [int(np.argmin(np.abs(cand - 1 / k).sum(1)))]
-    d = np.abs(cand - cand[pick[0]]).sum(1)
-    while len(pick) < m:
-        j = int(np.argmax(d))
-        pick.append(j)
-        d = np.minimum(d, np.abs(cand - cand[j]).sum(1))
-    return cand[pick]
-
-
 def make_table(k, m, min_w, noise, seed):
-    rng = np.random.default_rng(seed)
-    H = spread_mixtures(k, m, min_w, rng)
-    truth = []
-    for j in range(k):
-        C = rng.uniform(0.7, 1.3, k)
-        C[j] = rng.uniform(1.6, 2.4)
-        A, B = rng.uniform(300, 500), rng.uniform(300, 500)
-        truth.append(laws.JointParams(rng.uniform(1.5, 2.2), C, rng.uniform(0.3, 0.6, k),
-                                      A * rng.uniform(0.8, 1.25, k), rng.uniform(0.8, 1.2), rng.uniform(0.28, 0.38),
-                                      B * rng.uniform(0.8, 1.25, k), rng.uniform(0.8, 1.2), rng.uniform(0.25, 0.33)))
     doms = [f"d{i}" for i in range(k)]
-    rows = [(h, n, r * n) for h in H for n in SIZES for r in RATIOS]
-    Hm, N, D = np.array([r[0] for r in rows]), np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
-    cols = {f"weight_{d}": Hm[:, i] for i, d in enumerate(doms)}
-    cols["model_size"], cols["n_tokens"] = N, D
-    for d, p in zip(doms, truth):
-        L = laws.predict(p, Hm, N, D)
-        cols[f"{d}_loss"] = L * (1 + noise * rng.standard_normal(len(L)))
-    return F.load_table(pd.DataFrame(cols)), dict(zip(doms, truth)), doms
+    df, truth = law_table(doms, "joint", m, SIZES, RATIOS, min_weight=min_w, noise=noise, seed=seed)
+    return F.load_table(df), truth, doms
 
 
 def main() -> None:

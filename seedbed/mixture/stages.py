@@ -81,19 +81,29 @@ def collect_results(work_uri: str) -> dict:
             "runs": len(plan.runs), "domains": plan.domains}
 
 
-def fit_stage(work_uri: str, table_uri: str, targets: list[str] | None = None) -> dict:
+def fit_stage(work_uri: str, table_uri: str, targets: list[str] | None = None, heldout: str = "auto",
+              drop_invalid: bool = False) -> dict:
     """Fit both laws to every target on the sweep's fit runs, validate on its held-out runs (larger N,
-    unseen mixtures); writes ``fit/fits.json``, ``fit/report.md`` (Table 2 layout + predicted-vs-observed plot)."""
+    unseen mixtures); writes ``fit/fits.json``, ``fit/report.md`` (Table 2 layout + predicted-vs-observed plot).
+
+    ``table_uri``: any CSV/Parquet in the public layout (``weight_<domain>…, model_size, n_tokens,
+    <domain>_loss…``). ``heldout``: ``"auto"`` (the sweep's ``heldout`` column when it marks rows,
+    else no held-out set), ``"column"``, ``"largest_n"``, ``"mixtures"`` or ``"none"``."""
     import base64
 
-    from seedbed.mixture.fit import compare_laws, fits_json, load_table, mre_table_markdown, plot_fit, split_heldout
+    from seedbed.mixture.fit import FitError, compare_laws, fits_json, load_table, mre_table_markdown, plot_fit, \
+        split_heldout
 
-    table = load_table(table_uri)
+    table = load_table(table_uri, drop_invalid=drop_invalid)
     targets = targets or ["mean"]
-    if "heldout" in table.extra and table.extra["heldout"].any():
-        train, held = split_heldout(table, by="column", column="heldout")
-    else:
+    if heldout == "auto":
+        heldout = "column" if "heldout" in table.extra and table.extra["heldout"].astype(bool).any() else "none"
+    if heldout == "none":
         train, held = table, None
+    elif heldout in ("column", "largest_n", "mixtures"):
+        train, held = split_heldout(table, by=heldout)
+    else:
+        raise FitError(f"unknown held-out split {heldout!r}; use auto, column, largest_n, mixtures or none")
     rows = compare_laws(train, held, targets)
     out = store.join(work_uri, "fit")
     store.write_text(store.join(out, "fits.json"), fits_json(rows))
@@ -138,3 +148,67 @@ def optimize_stage(work_uri: str, fits_uri: str, target: str, preset: str, n_tok
     uri = store.join(work_uri, "mixture.json")
     store.write_json(uri, out)
     return {"uri": uri, **out}
+
+
+def verify_stage(work_uri: str, seeds: list[int] | None = None, mode: str = "local", spec: dict | None = None,
+                 log=print) -> dict:
+    """Train the optimum of ``mixture.json`` next to the uniform and natural mixtures at its (N, D),
+    with the proxy runs' settings (constant lr), and compare observed with predicted target loss.
+
+    Runs live under ``verify/<name>-s<seed>/``, and a finished one is not retrained; a sweep run with
+    the same preset, tokens and mixture (seed 0) is reused. Writes ``verify/verify.json``."""
+    import numpy as np
+
+    from seedbed.launch import launch
+    from seedbed.mixture.fit import FitResult
+    from seedbed.mixture.sweep import SweepRun, run_id
+    from seedbed.train.config import TrainConfig
+    from seedbed.train.presets import get_preset, param_count
+
+    doc, plan = read_sweep(work_uri)
+    try:
+        m = store.read_json(store.join(work_uri, "mixture.json"))
+    except store.NotFound:
+        raise SweepError(f"no mixture.json under {work_uri}: run the optimize step first") from None
+    fits = json.loads(store.read_text(store.join(work_uri, "fit", "fits.json")))
+    rows = fits if isinstance(fits, list) else fits.get("rows", fits.get("fits", []))
+    fit = FitResult.from_dict(next(r for r in rows if r.get("target") == m["target"])["joint"])
+    opt = m["optimum"]
+    mixtures = {"optimal": opt["weights"], "uniform": opt["uniform"]["weights"]}
+    if opt.get("natural"):
+        mixtures["natural"] = opt["natural"]["weights"]
+    N = float(param_count(get_preset(m["preset"]), plan.vocab_size, embeddings=False))
+    batch = int(plan.settings.get("global_batch_tokens", TrainConfig.global_batch_tokens))
+    tokens = int(m["n_tokens"]) // batch * batch
+    sweep_seed = int(plan.settings.get("seed", TrainConfig.seed))
+    by_id = {r.run_id: r for r in plan.runs}
+    results = []
+    for name, mix in mixtures.items():
+        mix = {d: float(mix[d]) for d in plan.domains}
+        for seed in seeds or [0]:
+            rid = run_id(m["preset"], mix, tokens)
+            out = store.join(work_uri, "runs", rid)
+            if not (seed == sweep_seed and rid in by_id and store.exists(store.join(out, "summary.json"))):
+                out = store.join(work_uri, "verify", f"{name}-s{seed}")
+                if not store.exists(store.join(out, "summary.json")):
+                    cfg = {**run_settings(plan, SweepRun(rid, m["preset"], mix, tokens), doc["params"]["tokens_uri"],
+                                          out), "seed": seed, "name": f"verify-{name}-s{seed}"}
+                    cfg_uri = store.join(out, "train.json")
+                    TrainConfig.from_dict(cfg).save(cfg_uri)
+                    log(f"[verify] training the {name} mixture (seed {seed}) at {m['preset']}, {tokens:,} tokens")
+                    launch(cfg_uri, mode, spec, log=log)
+            val = store.read_json(store.join(out, "summary.json"))["val_loss"]
+            losses = np.array([val[d] for d in plan.domains])
+            observed = float(losses.mean()) if m["target"] == "mean" else float(val[m["target"]])
+            predicted = float(fit.predict(np.array([[mix[d] for d in plan.domains]]), np.array([N]),
+                                          np.array([float(tokens)]))[0])
+            results.append({"mixture": name, "seed": seed, "weights": mix, "observed": observed,
+                            "predicted": predicted, "val_loss": {d: float(val[d]) for d in plan.domains},
+                            "run_uri": out})
+    obs = {name: float(np.mean([r["observed"] for r in results if r["mixture"] == name])) for name in mixtures}
+    summary = {"target": m["target"], "preset": m["preset"], "n_tokens": tokens, "seeds": seeds or [0],
+               "runs": results, "mean_observed": obs,
+               "optimal_minus_uniform": obs["optimal"] - obs["uniform"],
+               "optimal_beats_uniform": obs["optimal"] < obs["uniform"]}
+    store.write_json(store.join(work_uri, "verify", "verify.json"), summary)
+    return summary
