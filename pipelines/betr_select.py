@@ -118,6 +118,7 @@ def betr_select(
             ),
             cpu="4",
             memory="16G",
+            gpus=1,
         ).set_display_name(f"embed {name.split('-')[-1]}")
 
     target_emb = _embed(targets.outputs["Output"], "emb-targets", target_query_prefix)
@@ -138,6 +139,7 @@ def betr_select(
             device=embed_device,
         ),
         memory="16G",
+        gpus=1,
     ).set_display_name("score + label")
     clf = _cluster_settings(
         train_classifier(
@@ -170,7 +172,6 @@ def betr_select(
         fs = _cluster_settings(
             filter_shard(item=item, work_uri=work_uri, name="filtered", keep_rate=keep_rate)
         ).set_display_name("filter shard")
-        fs.set_retry(num_retries=2, backoff_duration="30s")
     merged = _cluster_settings(
         merge_filter(
             shard_stats=dsl.Collected(fs.output),

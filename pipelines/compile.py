@@ -7,6 +7,7 @@ from pathlib import Path
 from kfp import compiler
 
 from pipelines import registry
+from pipelines._common import PLATFORM, SEEN
 
 
 def compile_all(out_dir: str | Path, names: list[str] | None = None) -> list[Path]:
@@ -16,6 +17,9 @@ def compile_all(out_dir: str | Path, names: list[str] | None = None) -> list[Pat
     unknown = sorted(set(names or []) - set(pipes))
     if unknown:
         raise ValueError(f"unknown pipeline(s) {unknown}; known: {sorted(pipes)}")
+    stray = sorted(set(PLATFORM.tasks) - SEEN)
+    if stray:
+        raise ValueError(f"platform file: tasks {stray} name no component; known: {sorted(SEEN)}")
     written = []
     for name, fn in pipes.items():
         if names and name not in names:

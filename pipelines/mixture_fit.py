@@ -23,7 +23,7 @@ from components.optimize_mixture import optimize_mixture
 from components.plan_sweep import plan_sweep
 from components.sweep_run import sweep_run
 from components.tokenize_domains import tokenize_domains
-from pipelines._common import cluster_settings
+from pipelines._common import PLATFORM, cluster_settings
 
 #: proxy runs trained at once on a cluster (compile-time: KFP needs a constant here)
 SWEEP_PARALLELISM = int(os.environ.get("SEEDBED_SWEEP_PARALLELISM", "8"))
@@ -63,8 +63,8 @@ def mixture_fit(
     nodes: int = 1,
     procs_per_node: int = 1,
     gpus_per_node: int = 1,
-    node_selector_json: str = "{}",
-    tolerations_json: str = "[]",
+    node_selector_json: str = PLATFORM.gpu_node_selector_json,
+    tolerations_json: str = PLATFORM.gpu_tolerations_json,
 ):
     """Fit the data mixture.
 
@@ -90,7 +90,7 @@ def mixture_fit(
         run = cluster_settings(sweep_run(
             item=item, mode=mode, image=image, runtime=runtime, nodes=nodes, procs_per_node=procs_per_node,
             gpus_per_node=gpus_per_node, node_selector_json=node_selector_json, tolerations_json=tolerations_json,
-        ), cpu="2", memory="8G").set_display_name("proxy run")
+        ), cpu="2", memory="8G", timeout_s=0).set_display_name("proxy run")
     table = cluster_settings(collect_sweep(work_uri=work_uri, run_uris=dsl.Collected(run.output)),
                              cpu="1", memory="4G").set_display_name("results table")
     fit = cluster_settings(fit_mixture(work_uri=work_uri, table_uri=table.outputs["Output"], targets=targets),

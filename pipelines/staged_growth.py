@@ -22,7 +22,7 @@ from components.prepare_stage import prepare_stage
 from components.series_report import series_report
 from components.tokenize_domains import tokenize_domains
 from components._images import GPU_IMAGE
-from pipelines._common import cluster_settings
+from pipelines._common import PLATFORM, cluster_settings
 
 MAX_STAGES = int(os.environ.get("SEEDBED_MAX_STAGES", "4"))
 
@@ -57,8 +57,8 @@ def staged_growth(
     cpu_per_node: str = "",
     memory_per_node: str = "",
     shm_size: str = "64Gi",
-    node_selector_json: str = "{}",
-    tolerations_json: str = "[]",
+    node_selector_json: str = PLATFORM.gpu_node_selector_json,
+    tolerations_json: str = PLATFORM.gpu_tolerations_json,
     train_timeout_s: int = 0,
 ):
     """Train a growth series.
@@ -92,7 +92,7 @@ def staged_growth(
             procs_per_node=procs_per_node, gpus_per_node=gpus_per_node, cpu_per_node=cpu_per_node,
             memory_per_node=memory_per_node, shm_size=shm_size, node_selector_json=node_selector_json,
             tolerations_json=tolerations_json, timeout_s=train_timeout_s,
-        ), cpu="2", memory="8G").set_display_name(label)
+        ), cpu="2", memory="8G", timeout_s=0).set_display_name(label)
 
     prev, runs = plan, []
     for i in range(1, MAX_STAGES + 1):

@@ -18,7 +18,7 @@ from components.launch_train import launch_training
 from components.tokenize_domains import tokenize_domains
 from components.train_config import write_train_config
 from components._images import GPU_IMAGE
-from pipelines._common import cluster_settings
+from pipelines._common import PLATFORM, cluster_settings
 
 
 @dsl.pipeline(
@@ -43,8 +43,8 @@ def train_lm(
     cpu_per_node: str = "",
     memory_per_node: str = "",
     shm_size: str = "16Gi",
-    node_selector_json: str = "{}",
-    tolerations_json: str = "[]",
+    node_selector_json: str = PLATFORM.gpu_node_selector_json,
+    tolerations_json: str = PLATFORM.gpu_tolerations_json,
     train_timeout_s: int = 0,
     eval_tasks: str = "arc_easy,arc_challenge,openbookqa,sciq,piqa,hellaswag",
     eval_limit: int = 500,
@@ -73,9 +73,9 @@ def train_lm(
         config_uri=cfg.output, mode=mode, image=image, runtime=runtime, nodes=nodes, procs_per_node=procs_per_node,
         gpus_per_node=gpus_per_node, cpu_per_node=cpu_per_node, memory_per_node=memory_per_node, shm_size=shm_size,
         node_selector_json=node_selector_json, tolerations_json=tolerations_json, timeout_s=train_timeout_s,
-    ), cpu="2", memory="8G").set_display_name("train (DeepSpeed)")
+    ), cpu="2", memory="8G", timeout_s=0).set_display_name("train (DeepSpeed)")
     cluster_settings(evaluate_model(
         model_uri=run.outputs["Output"], tokens_uri=tok.outputs["Output"], benchmarks_uri=benchmarks_uri,
         tasks_csv=eval_tasks, work_uri=work_uri, name="eval", seq_len=eval_seq_len, limit=eval_limit,
         batch_size=eval_batch_size, device=eval_device,
-    ), cpu="4", memory="16G").set_display_name("evaluate")
+    ), cpu="4", memory="16G", gpus=1).set_display_name("evaluate")

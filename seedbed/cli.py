@@ -57,11 +57,25 @@ def main():
 # ----------------------------------------------------------------------------- pipelines
 
 
+_platform_option = click.option(
+    "--platform", "platform_file", type=click.Path(exists=True, dir_okay=False), envvar="SEEDBED_PLATFORM",
+    help="Cluster settings compiled into the YAML: node selectors, tolerations, GPUs, /dev/shm, deadlines, "
+    "retries, per-task resources (docs/running-on-kubeflow.md). Env: SEEDBED_PLATFORM.")
+
+
+def _use_platform(path: str | None) -> None:
+    """The pipelines read the platform file when imported: select it before they are."""
+    if path:
+        os.environ["SEEDBED_PLATFORM"] = str(Path(path).resolve())
+
+
 @main.command(cls=_Cmd)
 @click.option("--out", "out_dir", default="dist/pipelines", show_default=True, help="Folder for the YAML files.")
 @click.option("--pipeline", "names", multiple=True, help="Compile only these pipelines (repeatable).")
-def compile(out_dir, names):
+@_platform_option
+def compile(out_dir, names, platform_file):
     """Compile every pipeline to KFP YAML for upload (`kfp pipeline create -p NAME FILE`)."""
+    _use_platform(platform_file)
     from pipelines.compile import compile_all
 
     for path in compile_all(out_dir, list(names) or None):
