@@ -34,11 +34,11 @@ class _Cmd(click.Command):
             _fail(str(e))
 
 
-def _parse_params(items: tuple[str, ...]) -> dict:
+def _parse_params(items: tuple[str, ...], hint: str = "--param") -> dict:
     out = {}
     for item in items:
         if "=" not in item:
-            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--param")
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint=hint)
         k, v = item.split("=", 1)
         out[k.strip().replace("-", "_")] = v
     return out
@@ -80,6 +80,106 @@ def compile(out_dir, names, platform_file):
 
     for path in compile_all(out_dir, list(names) or None):
         click.echo(str(path))
+
+
+def _kfp_options(f):
+    """PIPELINE KEY=VALUE... and the options `submit` and `schedule` share."""
+    for opt in reversed([
+        click.argument("pipeline"),
+        click.argument("params", nargs=-1, metavar="[KEY=VALUE]..."),
+        click.option("--host", required=True, envvar="KFP_HOST",
+                     help="KFP API URL (the UI's address), e.g. http://localhost:8080. Env: KFP_HOST."),
+        click.option("--namespace", default=None, envvar="KFP_NAMESPACE",
+                     help="Profile namespace (multi-user KFP; default: this pod's). Env: KFP_NAMESPACE."),
+        click.option("--experiment", default="seedbed", show_default=True, help="Experiment (created if missing)."),
+        _platform_option,
+        click.option("--version-name", default=None, help="Pipeline version (default: <git sha>-<YAML sha256>)."),
+        click.option("--run-name", default=None, help="Run name (default: PIPELINE VERSION UTC-TIME)."),
+        click.option("--service-account", default="", help="Service account of the run's pods (default: KFP's)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _upload(pipeline, params, host, namespace, experiment, platform_file, version_name, run_name, service_account):
+    """Check PIPELINE's parameters, compile it, upload it as a version; returns (client, run body)."""
+    import inspect
+    import tempfile
+    import time
+
+    from seedbed import submit as kfp_api
+
+    _use_platform(platform_file)
+    import pipelines
+    from pipelines.compile import compile_all
+
+    pipes = pipelines.registry()
+    if pipeline not in pipes:
+        raise ValueError(f"unknown pipeline {pipeline!r}; known: {sorted(pipes)}")
+    p = _coerce_params(_parse_params(params, hint="KEY=VALUE"), pipeline)
+    sig = inspect.signature(pipes[pipeline].pipeline_func)
+    missing = sorted(k for k, v in sig.parameters.items() if v.default is inspect.Parameter.empty and k not in p)
+    if missing:
+        raise ValueError(f"missing required pipeline parameter(s) {missing} (give them as KEY=VALUE)")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = compile_all(tmp, [pipeline])[0]
+        text = path.read_text()
+    cached = kfp_api.cached_tasks(text)
+    if cached:
+        raise ValueError(f"{pipeline}: tasks {cached} have KFP caching on; a run must never be a cache hit")
+    client = kfp_api.Client(host, namespace=namespace)
+    client.check()
+    exp_id = client.experiment(experiment)
+    pid, created = client.pipeline(pipeline, pipes[pipeline].description or "")
+    name = version_name or kfp_api.version_name(text, Path(pipelines.__file__).resolve().parents[1])
+    vid, uploaded = client.version(pid, name, text, path.name)
+    click.echo(f"pipeline {pipeline} ({'created' if created else pid}), version {name} "
+               f"({'uploaded' if uploaded else 'exists'}), experiment {experiment}", err=True)
+    run_name = run_name or f"{pipeline} {name} {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())}"
+    return client, kfp_api.job(run_name, exp_id, pid, vid, p, service_account)
+
+
+@main.command(cls=_Cmd)
+@_kfp_options
+@click.option("--wait", is_flag=True, help="Wait for the run to end; exit 1 unless it succeeds.")
+@click.option("--timeout", type=int, default=0, show_default=True, help="Seconds --wait waits (0: no limit).")
+@click.option("--poll", type=float, default=15, show_default=True, help="Seconds between status checks.")
+def submit(wait, timeout, poll, **kw):
+    """Compile PIPELINE, upload it as a version named by the git commit, and start a run.
+
+    The pipeline is created when missing; KEY=VALUE are its parameters (checked against its
+    signature). Caching is off on every task. Token: KFP_TOKEN, else the pod's service account.
+    """
+    from seedbed.submit import RunFailed
+
+    client, job = _upload(**kw)
+    run = client.create_run(job)
+    click.echo(f"run {run['run_id']}: {client.run_url(run['run_id'])}")
+    if wait:
+        try:
+            client.wait(run["run_id"], timeout, poll, on_state=lambda s: click.echo(f"  {s}", err=True))
+        except RunFailed as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+
+
+@main.command(cls=_Cmd)
+@_kfp_options
+@click.option("--cron", default="", help="KFP cron, 6 fields with seconds first: '0 0 3 * * *' = 03:00 daily.")
+@click.option("--every", "every_s", type=int, default=0, help="Or: run every this many seconds.")
+@click.option("--max-concurrency", type=int, default=1, show_default=True, help="Runs of this schedule at once.")
+def schedule(cron, every_s, max_concurrency, **kw):
+    """Upload PIPELINE like `submit` and create a recurring run of that version (no catch-up).
+
+    Every trigger gets the same KEY=VALUE parameters (KFP v2 expands no [[RunUUID]]-style macros),
+    so with a fixed work_uri a trigger resumes that work rather than starting over.
+    """
+    from seedbed.submit import trigger
+
+    when = trigger(cron, every_s)  # a bad schedule fails before anything is uploaded
+    client, job = _upload(**kw)
+    rec = client.create_recurring_run(job, when, max_concurrency)
+    click.echo(f"recurring run {rec['recurring_run_id']}: {client.host}/#/recurringrun/details/{rec['recurring_run_id']}")
 
 
 @main.group()
