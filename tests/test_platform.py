@@ -51,7 +51,10 @@ def tasks(docs) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def default(tmp_path_factory):
-    return _compile(tmp_path_factory.mktemp("default"))
+    with pytest.MonkeyPatch.context() as mp:  # the built-in settings, whatever this shell exports
+        for var in ("SEEDBED_PLATFORM", "SEEDBED_S3_SECRET"):
+            mp.delenv(var, raising=False)
+        return _compile(tmp_path_factory.mktemp("default"))
 
 
 @pytest.fixture(scope="module")
