@@ -545,6 +545,139 @@ def _local_domains(tiny: bool) -> dict:
     return domains
 
 
+@run.command("mixture-fit", cls=_Cmd)
+@click.option("--work", default="runs/mixture-fit", show_default=True,
+              help="Where every stage writes (local dir or s3://); rerun with the same --work to resume.")
+@click.option("--tiny", is_flag=True, help="Use the tiny domain subsets (200 docs each).")
+@click.option("--domains", "domains_json", default=None, help="JSON object domain → corpus URI (overrides the shared data).")
+@click.option("--sweep-domains", default="", help="Comma-separated domains to mix (default: every domain).")
+@click.option("--presets", default="tiny-64,tiny-128", show_default=True, help="Model sizes of the fit runs.")
+@click.option("--tokens", "tokens_csv", default="300000,300000", show_default=True, help="Token budget per fit size.")
+@click.option("--heldout-presets", default="tiny-256", show_default=True,
+              help="Larger sizes trained on unseen mixtures to validate the fit ('' for none).")
+@click.option("--heldout-tokens", default="300000", show_default=True, help="Their token budgets.")
+@click.option("--n-mixtures", type=int, default=0, help="Mixtures (0: ≈10 for 3–4 domains, ≈20 for 6–8).")
+@click.option("--min-weight", type=float, default=0.1, show_default=True, help="Smallest weight of any domain.")
+@click.option("--eval-points", type=int, default=5, show_default=True, help="Held-out evaluations per run (token counts D).")
+@click.option("--seq-len", type=int, default=128, show_default=True)
+@click.option("--global-batch-tokens", type=int, default=4096, show_default=True)
+@click.option("--micro-batch", type=int, default=16, show_default=True)
+@click.option("--targets", default="mean", show_default=True,
+              help="Fit targets, comma-separated: a domain name or 'mean'.")
+@click.option("--optimize-target", default="mean", show_default=True, help="The target h* minimises.")
+@click.option("--optimize-preset", default="tiny-256", show_default=True, help="N of the run h* is for.")
+@click.option("--optimize-tokens", type=int, default=1_000_000, show_default=True, help="D of the run h* is for.")
+@click.option("--max-repeats", type=float, default=4.0, show_default=True,
+              help="Repetition cap: h_i·D ≤ this × domain i's unique tokens.")
+@click.option("--upsample-domains", default="", help="Domains the end-of-training window upweights (default: h*'s largest).")
+@click.option("--upsample-fraction", type=float, default=0.15, show_default=True)
+@click.option("--vocab-size", type=int, default=4096, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--verify-seeds", default="",
+              help="Afterwards, train h*, the uniform and the natural mixture at (--optimize-preset, "
+                   "--optimize-tokens) with these seeds and compare observed with predicted loss (e.g. 0,1).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any other TrainConfig field of the proxy runs.")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Any other pipeline parameter.")
+def run_mixture_fit(work, tiny, domains_json, sweep_domains, presets, tokens_csv, heldout_presets, heldout_tokens,
+                    n_mixtures, min_weight, eval_points, seq_len, global_batch_tokens, micro_batch, targets,
+                    optimize_target, optimize_preset, optimize_tokens, max_repeats, upsample_domains,
+                    upsample_fraction, vocab_size, seed, verify_seeds, sets, params):
+    """Proxy sweep → mixture-law fits → optimal mixture and upsampling schedule (SPEC §2, §3), locally."""
+    from seedbed import store
+    from seedbed.mixture.sweep import SweepError, design_sweep
+    from seedbed.train.entry import _parse_sets
+
+    if not store.is_s3(work):
+        work = str(Path(work).resolve())
+    domains = json.loads(domains_json) if domains_json else _local_domains(tiny)
+    csv = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
+    ints = lambda s: [int(float(x)) for x in csv(s)]  # noqa: E731
+    mixed = csv(sweep_domains) or sorted(domains)
+    unknown = sorted(set(mixed) - set(domains))
+    if unknown:
+        raise SweepError(f"--sweep-domains names {unknown}, which are not among the corpora {sorted(domains)}")
+    for flag, names in (("--targets", csv(targets)), ("--optimize-target", [optimize_target]),
+                        ("--upsample-domains", csv(upsample_domains))):
+        bad = sorted(set(names) - set(mixed) - ({"mean"} if flag != "--upsample-domains" else set()))
+        if bad:
+            raise SweepError(f"{flag} names {bad}: use 'mean' or one of the swept domains {mixed}")
+    if optimize_target not in csv(targets):
+        raise SweepError(f"--optimize-target {optimize_target!r} must be one of --targets {csv(targets)}")
+    settings = {"seq_len": seq_len, "global_batch_tokens": global_batch_tokens, "micro_batch_size": micro_batch,
+                "warmup_steps": 5}
+    settings.update(_parse_sets(sets))
+    plan = design_sweep(mixed, csv(presets), ints(tokens_csv), settings, vocab_size,  # a dry run: fails here
+                        n_mixtures or None, min_weight, eval_points, csv(heldout_presets), ints(heldout_tokens),
+                        seed=seed)
+    click.echo(plan.table() + "\n", err=True)
+    p = dict(work_uri=work, domains_json=json.dumps(domains), presets=presets, tokens=tokens_csv,
+             heldout_presets=heldout_presets, heldout_tokens=heldout_tokens, sweep_domains=",".join(mixed),
+             n_mixtures=n_mixtures, min_weight=min_weight, eval_points=eval_points,
+             run_settings=json.dumps(settings), seed=seed, targets=targets, optimize_target=optimize_target,
+             optimize_preset=optimize_preset, optimize_tokens=optimize_tokens, max_repeats=max_repeats,
+             upsample_domains=upsample_domains, upsample_fraction=upsample_fraction, vocab_size=vocab_size,
+             mode="local", procs_per_node=1, gpus_per_node=0)
+    p.update(_coerce_params(_parse_params(params), "mixture-fit"))
+
+    seeds = [int(x) for x in csv(verify_seeds)]
+    _run_pipeline("mixture-fit", p, work)
+    _summarize_mixture(work)
+    if seeds:
+        from seedbed.mixture.stages import verify_stage
+
+        v = verify_stage(work, seeds, mode="local", log=lambda m: click.echo(m, err=True))
+        click.echo(f"\nTrained at {v['preset']}, {v['n_tokens']:,} tokens, seeds {v['seeds']} (target {v['target']}):")
+        click.echo("  mixture    observed  predicted")
+        for name, obs in v["mean_observed"].items():
+            pred = next(r["predicted"] for r in v["runs"] if r["mixture"] == name)
+            click.echo(f"  {name:<9} {obs:9.4f}  {pred:9.4f}")
+        click.echo(f"  h* − uniform: {v['optimal_minus_uniform']:+.4f} "
+                   f"({'h* beats uniform' if v['optimal_beats_uniform'] else 'h* does NOT beat uniform'})")
+
+
+def _summarize_mixture(work: str) -> None:
+    from seedbed import store
+
+    rep = store.join(work, "fit", "report.md")
+    if store.exists(rep):
+        click.echo("\n" + store.read_text(rep).split("![predicted vs observed]")[0].rstrip())
+        click.echo(f"  plot: {store.join(work, 'fit', 'pred_vs_obs.png')}")
+    uri = store.join(work, "mixture.json")
+    if store.exists(uri):
+        m = store.read_json(uri)
+        o = m["optimum"]
+        click.echo(f"\nOptimal mixture for {m['preset']} at {m['n_tokens']:,} tokens (target {m['target']}): "
+                   + ", ".join(f"{d} {w:.3f}" for d, w in sorted(o["weights"].items())))
+        click.echo(f"  predicted loss {o['loss']:.4f}" + "".join(
+            f"; {name} mixture {o[name]['loss']:.4f}" for name in ("uniform", "natural") if o.get(name)))
+        click.echo(f"  schedule (TrainConfig fragment): {uri}")
+
+
+@main.command("fit-mixture", cls=_Cmd)
+@click.argument("table")
+@click.option("--out", required=True, help="Folder (or s3:// prefix) for fit/fits.json, fit/report.md and the plot.")
+@click.option("--targets", default="mean", show_default=True,
+              help="Comma-separated targets: a <domain> of a <domain>_loss column, or 'mean'.")
+@click.option("--heldout", type=click.Choice(["auto", "column", "largest_n", "mixtures", "none"]), default="auto",
+              show_default=True, help="Held-out rows: the 'heldout' column (auto, when present), the largest model "
+                                      "size, unseen mixtures, or none.")
+@click.option("--drop-invalid", is_flag=True, help="Drop rows with NaN/inf/≤0 losses (with a warning) instead of failing.")
+def fit_mixture_cmd(table, out, targets, heldout, drop_invalid):
+    """Fit the additive and joint mixture laws (SPEC §2) to any results table.
+
+    TABLE: CSV or Parquet with columns weight_<domain>…, model_size, n_tokens, <domain>_loss… (the layout
+    public mixture-law data uses, and the one `mixture-fit` writes to results/results.csv).
+    """
+    from seedbed.mixture.stages import fit_stage
+
+    r = fit_stage(out, table, [t.strip() for t in targets.split(",") if t.strip()], heldout=heldout,
+                  drop_invalid=drop_invalid)
+    from seedbed import store
+
+    click.echo(store.read_text(r["report_uri"]).split("![predicted vs observed]")[0].rstrip())
+    click.echo(f"\nfits: {r['fits_uri']}\nreport: {r['report_uri']}")
+
+
 @main.command("plan-sweep", cls=_Cmd)
 @click.option("--tokens-uri", default=None, help="A token dataset: its domains and vocabulary (else --domains/--vocab-size).")
 @click.option("--domains", "domains_csv", default=None, help="Comma-separated domain names (without --tokens-uri).")
