@@ -59,7 +59,7 @@ GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSc
 
 def make_spec(**kw) -> LaunchSpec:
     base = dict(
-        name="pretrain-small", namespace="ml-team", image="ghcr.io/seedbed/seedbed-cuda:0.1.0",
+        name="pretrain-small", namespace="ml-team", image="ghcr.io/seedbed/seedbed-train:0.1.0",
         config_uri=URI, nodes=2, procs_per_node=8, gpus_per_node=8, cpu_per_node="64",
         memory_per_node="512Gi", shm_size="64Gi", env={"NCCL_DEBUG": "WARN"},
         node_selector={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
@@ -99,7 +99,7 @@ def test_rendered_trainjob_round_trips_through_the_trainer_api_models(runtime, j
     assert m["spec"]["runtimeRef"] == {"apiGroup": "trainer.kubeflow.org", "kind": "ClusterTrainingRuntime",
                                        "name": runtime}
     t = m["spec"]["trainer"]
-    assert (t["numNodes"], t["numProcPerNode"], t["image"]) == (2, 8, "ghcr.io/seedbed/seedbed-cuda:0.1.0")
+    assert (t["numNodes"], t["numProcPerNode"], t["image"]) == (2, 8, "ghcr.io/seedbed/seedbed-train:0.1.0")
     assert t["resourcesPerNode"] == {
         "limits": {"memory": "512Gi", "nvidia.com/gpu": "8"},
         "requests": {"cpu": "64", "memory": "512Gi", "nvidia.com/gpu": "8"},
@@ -144,6 +144,19 @@ def test_deepspeed_multi_node_warns_about_the_node_image():
     # a custom runtime that says how it starts processes is accepted, without the warning
     m = render_trainjob(make_spec(runtime="seedbed-deepspeed", launcher="mpirun"))
     assert sorted(pod_patches(m)) == ["launcher", "node"]
+
+
+@pytest.mark.parametrize("runtime", ["torch-distributed", "deepspeed-distributed"])
+def test_runtime_kind_picks_the_namespaced_runtime(runtime):
+    from kubeflow_trainer_api.models import TrainerV1alpha1TrainJob
+
+    m = render(runtime=runtime, runtime_kind="TrainingRuntime")
+    assert m["spec"]["runtimeRef"] == {"apiGroup": "trainer.kubeflow.org", "kind": "TrainingRuntime", "name": runtime}
+    assert TrainerV1alpha1TrainJob.from_dict(copy.deepcopy(m)).to_dict() == m
+    # the launcher follows from the name whichever kind it is; the kind changes what the job runs
+    assert m["spec"]["trainer"]["command"] == render(runtime=runtime)["spec"]["trainer"]["command"]
+    assert m["metadata"]["labels"][SPEC_HASH_LABEL] != render(runtime=runtime)["metadata"]["labels"][SPEC_HASH_LABEL]
+    assert LaunchSpec.from_dict({**make_spec().to_dict(), "runtime_kind": "TrainingRuntime"}).runtime_kind == "TrainingRuntime"
 
 
 def test_secrets_are_only_referenced_never_inline(monkeypatch):
@@ -209,6 +222,8 @@ def test_validate_trainjob_refuses_lost_or_mistyped_fields():
     ({"namespace": "ML"}, "namespace 'ML'"),
     ({"runtime": "tf-distributed"}, "not known.*launcher="),
     ({"launcher": "srun"}, "launcher 'srun'"),
+    ({"runtime_kind": "trainingruntime"}, "runtime_kind 'trainingruntime': must be one of ClusterTrainingRuntime, TrainingRuntime"),
+    ({"runtime_kind": "TrainingRuntime", "runtime": "Bad_Name"}, "must be the name of a TrainingRuntime"),
     ({"memory_per_node": "lots"}, "memory_per_node: 'lots' is not a Kubernetes quantity"),
     ({"cpu_per_node": "-2"}, "cpu_per_node: must be greater than zero"),
     ({"shm_size": "1Ti"}, "shm_size 1Ti exceeds memory_per_node 512Gi"),

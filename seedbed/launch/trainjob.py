@@ -1,7 +1,9 @@
 """Kubeflow Trainer v2 ``TrainJob``: render, validate, create and watch (issue #3, launch part).
 
 The training entrypoint ``python -m seedbed.train.entry --config <uri>`` runs in the pods of one
-``trainer.kubeflow.org/v1alpha1`` ``TrainJob`` that references a ``ClusterTrainingRuntime``:
+``trainer.kubeflow.org/v1alpha1`` ``TrainJob`` that references a ``ClusterTrainingRuntime`` (the
+Trainer's own, by default) or, with ``runtime_kind="TrainingRuntime"``, the namespaced runtime of
+the same name that ``manifests/base/training-runtimes.yaml`` installs with the seedbed-train image:
 
 * ``torch-distributed``: one pod per node; the runtime's Torch plugin sets ``PET_NNODES``,
   ``PET_NPROC_PER_NODE``, ``PET_NODE_RANK``, ``PET_MASTER_ADDR`` and ``PET_MASTER_PORT`` in the
@@ -63,6 +65,7 @@ __all__ = [
     "KIND",
     "API_VERSION",
     "RUNTIMES",
+    "RUNTIME_KINDS",
     "S3_SECRET_KEYS",
     "SPEC_HASH_LABEL",
     "LaunchError",
@@ -88,8 +91,11 @@ PLURAL = "trainjobs"
 KIND = "TrainJob"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-#: known ClusterTrainingRuntimes -> how the trainer container starts the entrypoint
+#: known runtime names (ClusterTrainingRuntimes of Kubeflow Trainer, TrainingRuntimes of
+#: manifests/base) -> how the trainer container starts the entrypoint
 RUNTIMES = {"torch-distributed": "torchrun", "deepspeed-distributed": "mpirun"}
+#: what ``runtimeRef.kind`` may name: the cluster-wide runtime or the one in the TrainJob's namespace
+RUNTIME_KINDS = ("ClusterTrainingRuntime", "TrainingRuntime")
 #: which replicated jobs of each launcher kind run training processes (get the pod patches)
 _PATCHED_JOBS = {"torchrun": ("node",), "mpirun": ("launcher", "node")}
 #: keys of the S3 Secret (manifests/base/secret-s3.yaml) -> optional?
@@ -266,6 +272,8 @@ class LaunchSpec:
     image: str
     config_uri: str
     runtime: str = "torch-distributed"
+    #: "ClusterTrainingRuntime" (cluster-wide) or "TrainingRuntime" (in ``namespace``)
+    runtime_kind: str = "ClusterTrainingRuntime"
     nodes: int = 1
     procs_per_node: int = 1
     gpus_per_node: int = 0
@@ -326,13 +334,15 @@ class LaunchSpec:
             )
         if not isinstance(self.image, str) or not self.image.strip() or any(c.isspace() for c in self.image):
             raise LaunchError(f"image {self.image!r}: expected a container image reference such as "
-                              "'ghcr.io/seedbed/seedbed-cuda:0.1.0'")
+                              "'ghcr.io/seedbed/seedbed-train:0.1.0'")
         if not isinstance(self.config_uri, str) or not self.config_uri.strip():
             raise LaunchError("config_uri: the URI of the training config JSON is required")
         if self.launcher and self.launcher not in _PATCHED_JOBS:
             raise LaunchError(f"launcher {self.launcher!r}: must be 'torchrun' or 'mpirun' (or empty: from the runtime)")
+        if self.runtime_kind not in RUNTIME_KINDS:
+            raise LaunchError(f"runtime_kind {self.runtime_kind!r}: must be one of {', '.join(RUNTIME_KINDS)}")
         if not isinstance(self.runtime, str) or not _DNS1123_SUBDOMAIN.match(self.runtime or "-"):
-            raise LaunchError(f"runtime {self.runtime!r}: must be a ClusterTrainingRuntime name")
+            raise LaunchError(f"runtime {self.runtime!r}: must be the name of a {self.runtime_kind}")
         if self.runtime not in RUNTIMES and not self.launcher:
             raise LaunchError(
                 f"runtime {self.runtime!r} is not known: use one of {sorted(RUNTIMES)}, or name how a custom "
@@ -578,7 +588,7 @@ def render_trainjob(spec: LaunchSpec) -> dict:
         for job in _PATCHED_JOBS[kind]
     ]
     job_spec: dict[str, Any] = {
-        "runtimeRef": {"apiGroup": GROUP, "kind": "ClusterTrainingRuntime", "name": spec.runtime},
+        "runtimeRef": {"apiGroup": GROUP, "kind": spec.runtime_kind, "name": spec.runtime},
         "trainer": trainer,
         "runtimePatches": [{
             "manager": PATCH_MANAGER,
