@@ -1,10 +1,10 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Metrics, Output
 
-from components._images import BASE_IMAGE
+from components._images import TRAIN_IMAGE
 
 
-@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
 def launch_training(
     config_uri: str,
     trainjob: Output[Artifact],

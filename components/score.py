@@ -1,10 +1,10 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
-from components._images import BASE_IMAGE
+from components._images import EMBED_IMAGE
 
 
-@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=EMBED_IMAGE, install_kfp_package=False)
 def score_and_label(
     target_emb_uri: str,
     doc_emb_uri: str,

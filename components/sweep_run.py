@@ -1,9 +1,9 @@
 from kfp import dsl
 
-from components._images import BASE_IMAGE
+from components._images import TRAIN_IMAGE
 
 
-@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
 def sweep_run(
     item: str,
     mode: str,

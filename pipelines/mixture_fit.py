@@ -16,7 +16,7 @@ import os
 
 from kfp import dsl
 
-from components._images import GPU_IMAGE
+from components._images import TRAIN_IMAGE
 from components.collect_sweep import collect_sweep
 from components.fit_mixture import fit_mixture
 from components.optimize_mixture import optimize_mixture
@@ -58,7 +58,7 @@ def mixture_fit(
     vocab_size: int = 4096,
     valid_fraction: float = 0.02,
     mode: str = "cluster",
-    image: str = GPU_IMAGE,
+    image: str = TRAIN_IMAGE,
     runtime: str = "torch-distributed",
     nodes: int = 1,
     procs_per_node: int = 1,

@@ -21,7 +21,7 @@ from components.plan_growth import plan_growth
 from components.prepare_stage import prepare_stage
 from components.series_report import series_report
 from components.tokenize_domains import tokenize_domains
-from components._images import GPU_IMAGE
+from components._images import TRAIN_IMAGE
 from pipelines._common import PLATFORM, cluster_settings
 
 MAX_STAGES = int(os.environ.get("SEEDBED_MAX_STAGES", "4"))
@@ -49,7 +49,7 @@ def staged_growth(
     vocab_size: int = 50304,
     valid_fraction: float = 0.01,
     mode: str = "cluster",
-    image: str = GPU_IMAGE,
+    image: str = TRAIN_IMAGE,
     runtime: str = "torch-distributed",
     nodes: int = 1,
     procs_per_node: int = 8,

@@ -17,7 +17,7 @@ from components.evaluate import evaluate_model
 from components.launch_train import launch_training
 from components.tokenize_domains import tokenize_domains
 from components.train_config import write_train_config
-from components._images import GPU_IMAGE
+from components._images import TRAIN_IMAGE
 from pipelines._common import PLATFORM, cluster_settings
 
 
@@ -35,7 +35,7 @@ def train_lm(
     vocab_size: int = 8192,
     valid_fraction: float = 0.02,
     mode: str = "cluster",
-    image: str = GPU_IMAGE,
+    image: str = TRAIN_IMAGE,
     runtime: str = "torch-distributed",
     nodes: int = 1,
     procs_per_node: int = 1,

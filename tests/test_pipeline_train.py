@@ -81,7 +81,7 @@ def test_compiled_pipeline_runs_training_as_a_trainjob(tmp_path):
     spec, platform = yaml.safe_load_all((tmp_path / "train_lm.yaml").read_text())
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["mode"]["defaultValue"] == "cluster" and params["runtime"]["defaultValue"] == "torch-distributed"
-    assert params["image"]["defaultValue"].endswith("seedbed-cuda:0.1.0")
+    assert params["image"]["defaultValue"].endswith("seedbed-train:0.1.0")
     tasks = spec["root"]["dag"]["tasks"]
     assert set(tasks) == {"tokenize-domains", "write-train-config", "launch-training", "evaluate-model"}
     assert all(not t.get("cachingOptions", {}).get("enableCache", False) for t in tasks.values())
