@@ -1,15 +1,22 @@
-"""Static checks of manifests/ (kustomize): what a KFP namespace needs to run seedbed.
+"""Static checks of manifests/ (kustomize): what a Kubeflow namespace needs to run seedbed.
 
-Each overlay is rendered with `kubectl kustomize`, and every object is checked against the
-Kubernetes OpenAPI models of the `kubernetes` python client (unknown fields, missing required
-fields, wrong types), then against what KFP and seedbed read from it:
+Each overlay (and the base) is rendered with `kubectl kustomize`; then
+- every built-in object validates against the Kubernetes OpenAPI schema of K8S_VERSION with
+  kubernetes-validate in strict mode (unknown fields, missing required fields, wrong types);
+  every custom resource (Kubeflow Trainer's TrainingRuntime) round-trips through the
+  kubeflow-trainer-api models without a field dropped, renamed or re-typed; any other kind fails;
+- everything lands in one namespace, the Namespace object's, and nothing is cluster-scoped;
 - the kfp-launcher ConfigMap's `providers` block has the layout the KFP v2 launcher parses
-  (backend/src/v2/config/s3.go) and names a Secret and keys that the overlay renders (or, for
-  the overlays that leave the Secret to External Secrets / sealed secrets, that are documented);
-- every Secret/ConfigMap key that the compiled pipelines (pipelines.registry()) attach to their
-  tasks exists in each overlay, and the Secret's AWS_ENDPOINT_URL / AWS_REGION (what seedbed's
-  own S3 client reads) describe the same store as the launcher config;
-- the Role lets runs create and watch Kubeflow Trainer TrainJobs and read the artifact Secret;
+  (backend/src/v2/config/s3.go); with a secretRef, the Secret and keys it names are rendered;
+  with fromEnv (prod), the service accounts carry an IRSA role and the Secret no keys;
+- every Secret/ConfigMap key the compiled pipelines (pipelines.registry()) attach to their
+  tasks exists, and the Secret's AWS_ENDPOINT_URL / AWS_REGION (what seedbed's own S3 client
+  reads) describe the same store as the launcher config;
+- the Role grants exactly what runs need (TrainJobs create/get/list/watch/delete, pods and
+  logs get/list, the launcher's ConfigMap and Secret by name, Argo task results) and no more;
+- the TrainingRuntimes run the seedbed-train image as its non-root user under the
+  seedbed-trainer account, and TrainJobs rendered for them by seedbed.launch refer to them;
+- the quota limits GPUs (dev below prod) and the LimitRange lets unannotated pods in;
 - no credential that looks real is committed.
 The checks are functions returning a list of problems; the tests at the bottom feed them broken
 copies to show that each one fails when it should.
@@ -20,7 +27,6 @@ from __future__ import annotations
 import base64
 import copy
 import functools
-import json
 import re
 import shutil
 import subprocess
@@ -28,28 +34,52 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import jsonschema
-import kubernetes.client
+import kubernetes_validate
 import pytest
 import yaml
+from kubernetes.utils import parse_quantity
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFESTS = REPO / "manifests"
 BASE = MANIFESTS / "base"
 OVERLAYS = sorted(p.name for p in (MANIFESTS / "overlays").glob("*") if (p / "kustomization.yaml").is_file())
 
-#: overlays that on purpose render no credentials Secret (it comes from a sealed secret or
-#: External Secrets, so `kubectl apply -k` must never overwrite it with placeholders); their
-#: kustomization.yaml must say which keys the Secret needs
-EXTERNAL_SECRET_OVERLAYS = {"aws"}
-#: the only values a committed Secret may hold: base placeholders and a dev MinIO's public defaults
-ALLOWED_SECRET_VALUES = {"REPLACE_ME", "minio", "minio123"}
+#: the Kubernetes version whose schemas (bundled with kubernetes-validate) the objects must fit
+K8S_VERSION = "1.33"
+NAMESPACE = "seedbed"
+#: the only values a committed Secret may hold in a credential key: base placeholders, the
+#: public defaults of a KFP install's dev store, and nothing at all (IRSA)
+ALLOWED_SECRET_VALUES = {"REPLACE_ME", "minio", "minio123", ""}
 PLACEHOLDER = "REPLACE_ME"
 
 PART_OF = ("app.kubernetes.io/part-of", "seedbed")
 LAUNCHER_CM = "kfp-launcher"
 S3_SECRET = "seedbed-s3"
 RUNNER = "seedbed-pipeline-runner"
-TRAINJOB_VERBS = {"create", "get", "list", "watch", "delete"}
+TRAINER_SA = "seedbed-trainer"
+IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
+GPU_QUOTA = "requests.nvidia.com/gpu"
+TRAINER_API = "trainer.kubeflow.org/v1alpha1"
+
+BUILTIN_KINDS = {
+    ("v1", "Namespace"), ("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "ServiceAccount"),
+    ("v1", "ResourceQuota"), ("v1", "LimitRange"),
+    ("rbac.authorization.k8s.io/v1", "Role"), ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+}
+#: custom resources -> their kubeflow-trainer-api model
+CUSTOM_KINDS = {(TRAINER_API, "TrainingRuntime"): "TrainerV1alpha1TrainingRuntime"}
+CLUSTER_SCOPED = {"Namespace"}
+
+#: (apiGroup, resource) -> the verbs the Role may grant; resourceNames where it must name them
+ALLOWED_RULES = {
+    ("trainer.kubeflow.org", "trainjobs"): ({"create", "get", "list", "watch", "delete"}, None),
+    ("", "pods"): ({"get", "list"}, None),
+    ("", "pods/log"): ({"get", "list"}, None),
+    ("", "configmaps"): ({"get"}, {LAUNCHER_CM}),
+    ("", "secrets"): ({"get"}, {S3_SECRET}),
+    ("argoproj.io", "workflowtaskresults"): ({"create", "patch"}, None),
+}
+TRAINJOB_VERBS = ALLOWED_RULES[("trainer.kubeflow.org", "trainjobs")][0]
 
 KUBECTL = shutil.which("kubectl")
 needs_kubectl = pytest.mark.skipif(
@@ -72,119 +102,89 @@ def render(path: Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(_render_text(str(path))) if d is not None]
 
 
+def overlay(name: str) -> list[dict]:
+    return render(MANIFESTS / "overlays" / name)
+
+
 def find(objs: list[dict], kind: str, name: str) -> dict | None:
     hits = [o for o in objs if o.get("kind") == kind and o.get("metadata", {}).get("name") == name]
     assert len(hits) <= 1, f"{len(hits)} {kind}s named {name}"
     return hits[0] if hits else None
 
 
-# ----------------------------------------------------------------------------- Kubernetes models
-
-#: (apiVersion, kind) -> model class name in kubernetes.client; any other kind fails the check
-MODELS = {
-    ("v1", "ConfigMap"): "V1ConfigMap",
-    ("v1", "Secret"): "V1Secret",
-    ("v1", "ServiceAccount"): "V1ServiceAccount",
-    ("rbac.authorization.k8s.io/v1", "Role"): "V1Role",
-    ("rbac.authorization.k8s.io/v1", "RoleBinding"): "V1RoleBinding",
-}
-
-_PRIMITIVES = {
-    "str": (str,),
-    "int": (int,),
-    "float": (int, float),
-    "bool": (bool,),
-    "datetime": (str,),
-    "date": (str,),
-}
+def of_kind(objs: list[dict], kind: str) -> list[dict]:
+    return [o for o in objs if o.get("kind") == kind]
 
 
-@functools.lru_cache(maxsize=None)
-def _required_attrs(klass_name: str) -> frozenset[str]:
-    """Attributes the model's setters refuse to leave unset (the OpenAPI `required` list)."""
-    klass = getattr(kubernetes.client, klass_name)
-    obj = klass.__new__(klass)
-    obj.local_vars_configuration = kubernetes.client.Configuration.get_default_copy()
-    obj.local_vars_configuration.client_side_validation = True
-    required = set()
-    for attr in klass.openapi_types:
-        try:
-            setattr(obj, attr, None)
-        except ValueError:
-            required.add(attr)
-    return frozenset(required)
+# ----------------------------------------------------------------------------- schemas
 
 
-def _walk(value, type_name: str, path: str, problems: list[str]) -> None:
-    if type_name.startswith("list["):
-        if not isinstance(value, list):
-            problems.append(f"{path}: expected a list, got {type(value).__name__}")
-            return
-        for i, item in enumerate(value):
-            _walk(item, type_name[5:-1], f"{path}[{i}]", problems)
-        return
-    if type_name.startswith("dict("):
-        inner = re.fullmatch(r"dict\(str, (.+)\)", type_name).group(1)
-        if not isinstance(value, dict):
-            problems.append(f"{path}: expected a map, got {type(value).__name__}")
-            return
-        for k, v in value.items():
-            if not isinstance(k, str):
-                problems.append(f"{path}: key {k!r} is not a string")
-            _walk(v, inner, f"{path}.{k}", problems)
-        return
-    if type_name == "object":
-        return
-    if type_name in _PRIMITIVES:
-        ok = isinstance(value, _PRIMITIVES[type_name]) and not (
-            type_name in ("int", "float") and isinstance(value, bool)
-        )
-        if not ok:
-            problems.append(f"{path}: expected {type_name}, got {type(value).__name__} {value!r}")
-        return
-    klass = getattr(kubernetes.client, type_name)
-    if not isinstance(value, dict):
-        problems.append(f"{path}: expected an object ({type_name}), got {type(value).__name__}")
-        return
-    json_to_attr = {j: a for a, j in klass.attribute_map.items()}
-    for key, v in value.items():
-        if key not in json_to_attr:
-            problems.append(f"{path}.{key}: unknown field for {type_name} (known: {sorted(json_to_attr)})")
-            continue
-        if v is not None:
-            _walk(v, klass.openapi_types[json_to_attr[key]], f"{path}.{key}", problems)
-    for attr in _required_attrs(type_name):
-        if value.get(klass.attribute_map[attr]) is None:
-            problems.append(f"{path}.{klass.attribute_map[attr]}: required field of {type_name} is missing")
+def _diff(ours, back, path: str) -> list[str]:
+    """Where a value changed on its way through a model (dropped, added or re-typed fields)."""
+    if isinstance(ours, dict) and isinstance(back, dict):
+        out = []
+        for k in sorted(set(ours) | set(back), key=str):
+            p = f"{path}.{k}"
+            if k not in back:
+                out.append(f"{p}: dropped (unknown to the model)")
+            elif k not in ours:
+                out.append(f"{p}: added ({back[k]!r})")
+            else:
+                out += _diff(ours[k], back[k], p)
+        return out
+    if isinstance(ours, list) and isinstance(back, list) and len(ours) == len(back):
+        return [d for i, (a, b) in enumerate(zip(ours, back)) for d in _diff(a, b, f"{path}[{i}]")]
+    if ours != back or type(ours) is not type(back):
+        return [f"{path}: {ours!r} became {back!r}"]
+    return []
 
 
-class _FakeResponse:
-    def __init__(self, obj: dict):
-        self.data = json.dumps(obj)
+def custom_problems(obj: dict, where: str) -> list[str]:
+    """A custom resource round-trips through its kubeflow-trainer-api model unchanged."""
+    import kubeflow_trainer_api.models as models
+    from pydantic import ValidationError
+
+    model = getattr(models, CUSTOM_KINDS[(obj.get("apiVersion"), obj.get("kind"))])
+    try:
+        back = model.from_dict(copy.deepcopy(obj)).to_dict()
+    except (ValidationError, ValueError, TypeError) as e:
+        return [f"{where}: does not fit {model.__name__}: {e}"]
+    return _diff(obj, back, where)
 
 
-def k8s_problems(obj: dict) -> list[str]:
-    """Everything wrong with OBJ as a Kubernetes object of a kind these manifests may contain."""
+def object_problems(obj: dict) -> list[str]:
+    """Everything wrong with OBJ as an object of a kind these manifests may contain."""
     key = (obj.get("apiVersion"), obj.get("kind"))
     where = f"{key[1]}/{obj.get('metadata', {}).get('name')}"
-    if key not in MODELS:
-        return [f"{where}: unexpected apiVersion/kind {key} (known: {sorted(MODELS)})"]
-    problems: list[str] = []
-    _walk(obj, MODELS[key], where, problems)
     if not obj.get("metadata", {}).get("name"):
-        problems.append(f"{where}: metadata.name is missing")
-    if not problems:
-        try:  # the client's own deserializer: types, enums, required fields once more
-            kubernetes.client.ApiClient().deserialize(_FakeResponse(obj), MODELS[key])
-        except (ValueError, TypeError) as e:
-            problems.append(f"{where}: {e}")
-    if key == ("v1", "Secret"):
+        return [f"{where}: metadata.name is missing"]
+    if key in CUSTOM_KINDS:
+        return custom_problems(obj, where)
+    if key not in BUILTIN_KINDS:
+        return [f"{where}: unexpected apiVersion/kind {key} (known: {sorted(BUILTIN_KINDS | set(CUSTOM_KINDS))})"]
+    try:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as e:
+        return [f"{where}: {'.'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}"]
+    problems = []
+    if key == ("v1", "Secret"):  # the schema says `format: byte`, which JSON Schema does not enforce
         for k, v in (obj.get("data") or {}).items():
             try:
                 base64.b64decode(v, validate=True)
             except (ValueError, TypeError):
                 problems.append(f"{where}: data.{k} is not valid base64")
     return problems
+
+
+def namespace_problems(objs: list[dict]) -> list[str]:
+    """One Namespace, and every other object in it; nothing else cluster-scoped."""
+    nss = of_kind(objs, "Namespace")
+    if len(nss) != 1:
+        return [f"expected one Namespace, found {[n['metadata']['name'] for n in nss]}"]
+    ns = nss[0]["metadata"]["name"]
+    return [f"{o['kind']}/{o['metadata']['name']}: namespace {o['metadata'].get('namespace')!r}, want {ns!r}"
+            for o in objs if o["kind"] not in CLUSTER_SCOPED and o["metadata"].get("namespace") != ns]
+
 
 
 # ----------------------------------------------------------------------------- kfp-launcher
@@ -272,8 +272,8 @@ def launcher_problems(cm: dict | None) -> list[str]:
     if problems:
         return problems
     creds = providers["s3"]["default"]["credentials"]
-    if creds.get("fromEnv", False):
-        problems.append(f"{LAUNCHER_CM}: seedbed's overlays give the launcher a secretRef, not fromEnv")
+    if creds.get("fromEnv") and "secretRef" in creds:
+        problems.append(f"{LAUNCHER_CM}: credentials has fromEnv and a secretRef; the launcher ignores the secretRef")
     return problems
 
 
@@ -285,52 +285,55 @@ def secret_keys(secret: dict) -> set[str]:
     return set(secret.get("data") or {}) | set(secret.get("stringData") or {})
 
 
-def external_secret_doc_problems(overlay_dir: Path, name: str, keys, needed_by: str) -> list[str]:
-    """An overlay that leaves a Secret to an external source must show how to create it: a
-    `create secret generic NAME` with a `--from-literal=KEY=` for every key that is read."""
-    doc = (overlay_dir / "kustomization.yaml").read_text()
-    problems = []
-    if not re.search(rf"create secret generic {re.escape(name)}\b", doc):
-        problems.append(f"{overlay_dir.name}: kustomization.yaml does not show how to create Secret {name}")
-    problems += [
-        f"{overlay_dir.name}: kustomization.yaml does not list key {k} of Secret {name}, which {needed_by} reads"
-        for k in keys
-        if f"--from-literal={k}=" not in doc
-    ]
-    return problems
-
-
-def secret_ref_problems(objs: list[dict], overlay_dir: Path | None = None) -> list[str]:
-    """The Secret kfp-launcher names, with the keys it names, is rendered (or, for overlays
-    that leave it to an external source, documented in the overlay's kustomization.yaml)."""
-    ref = _providers_default(objs)["credentials"]["secretRef"]
-    keys = {ref["accessKeyKey"], ref["secretKeyKey"]}
-    secret = find(objs, "Secret", ref["secretName"])
-    if secret is None:
-        if overlay_dir is None or overlay_dir.name not in EXTERNAL_SECRET_OVERLAYS:
-            return [f"kfp-launcher names Secret {ref['secretName']}, which is not rendered"]
-        return external_secret_doc_problems(overlay_dir, ref["secretName"], sorted(keys), "the KFP launcher")
-    problems = [f"Secret {ref['secretName']} lacks key {k} named by kfp-launcher" for k in sorted(keys - secret_keys(secret))]
-    if secret.get("type", "Opaque") != "Opaque":
-        problems.append(f"Secret {ref['secretName']} has type {secret.get('type')}, want Opaque")
-    return problems
-
-
 def _secret_values(secret: dict) -> dict[str, str]:
     values = dict(secret.get("stringData") or {})
     values.update({k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (secret.get("data") or {}).items()})
     return values
 
 
+def secret_ref_problems(objs: list[dict]) -> list[str]:
+    """The Secret kfp-launcher names, with the keys it names, is rendered (with a secretRef), or
+    the launcher's credentials come from IRSA on the run's service account (fromEnv)."""
+    creds = _providers_default(objs)["credentials"]
+    if creds.get("fromEnv"):
+        return irsa_problems(objs)
+    ref = creds["secretRef"]
+    keys = {ref["accessKeyKey"], ref["secretKeyKey"]}
+    secret = find(objs, "Secret", ref["secretName"])
+    if secret is None:
+        return [f"kfp-launcher names Secret {ref['secretName']}, which is not rendered"]
+    problems = [f"Secret {ref['secretName']} lacks key {k} named by kfp-launcher" for k in sorted(keys - secret_keys(secret))]
+    problems += [f"Secret {ref['secretName']}: {k} is empty" for k in sorted(keys) if _secret_values(secret).get(k) == ""]
+    if secret.get("type", "Opaque") != "Opaque":
+        problems.append(f"Secret {ref['secretName']} has type {secret.get('type')}, want Opaque")
+    return problems
+
+
+def irsa_problems(objs: list[dict]) -> list[str]:
+    """fromEnv: every seedbed service account assumes an IAM role, and no static key is set
+    that the AWS SDKs would prefer to it."""
+    problems = []
+    for sa in (RUNNER, TRAINER_SA):
+        obj = find(objs, "ServiceAccount", sa)
+        arn = ((obj or {}).get("metadata", {}).get("annotations") or {}).get(IRSA_ANNOTATION, "")
+        if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", arn):
+            problems.append(f"ServiceAccount {sa}: no IAM role in {IRSA_ANNOTATION} ({arn!r}), but kfp-launcher takes credentials from the environment")
+    secret = find(objs, "Secret", S3_SECRET)
+    for k, v in sorted(_secret_values(secret or {}).items()):
+        if k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN") and v:
+            problems.append(f"Secret {S3_SECRET}: {k} is set, so the SDKs would use it instead of the role")
+    return problems
+
+
 def store_env_problems(objs: list[dict]) -> list[str]:
     """The Secret's AWS_ENDPOINT_URL(_S3) / AWS_REGION, which seedbed.store reads in every task,
-    describe the store kfp-launcher describes (skipped where the Secret is not rendered)."""
+    describe the store kfp-launcher describes."""
     d = _providers_default(objs)
-    secret = find(objs, "Secret", d["credentials"]["secretRef"]["secretName"])
+    secret = find(objs, "Secret", S3_SECRET)
     if secret is None:
-        return []
+        return [f"no Secret {S3_SECRET}: the tasks read the store's settings from it"]
     env = _secret_values(secret)
-    name = f"Secret {secret['metadata']['name']}"
+    name = f"Secret {S3_SECRET}"
     endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     problems = []
@@ -394,15 +397,12 @@ def _pipeline_references() -> tuple[tuple[str, str, str, tuple[str, ...]], ...]:
     return tuple(sorted(refs))
 
 
-def pipeline_reference_problems(objs: list[dict], refs, overlay_dir: Path | None = None) -> list[str]:
+def pipeline_reference_problems(objs: list[dict], refs) -> list[str]:
     problems = []
     for pipeline, kind, name, keys in refs:
         obj = find(objs, kind, name)
         if obj is None:
-            if kind == "Secret" and overlay_dir is not None and overlay_dir.name in EXTERNAL_SECRET_OVERLAYS:
-                problems += external_secret_doc_problems(overlay_dir, name, keys, pipeline)
-            else:
-                problems.append(f"{pipeline} attaches {kind} {name}, which is not rendered")
+            problems.append(f"{pipeline} attaches {kind} {name}, which is not rendered")
             continue
         have = secret_keys(obj) if kind == "Secret" else set(obj.get("data") or {}) | set(obj.get("binaryData") or {})
         problems += [f"{pipeline} reads key {k} of {kind} {name}, which it lacks" for k in keys if k not in have]
@@ -426,9 +426,11 @@ def role_allows(role: dict, group: str, resource: str, verb: str, name: str | No
 
 
 def rbac_problems(objs: list[dict]) -> list[str]:
+    """Runs may drive TrainJobs and read what the launcher reads; the Role grants nothing else."""
     problems = []
-    if find(objs, "ServiceAccount", RUNNER) is None:
-        problems.append(f"no ServiceAccount {RUNNER}")
+    for sa in (RUNNER, TRAINER_SA):
+        if find(objs, "ServiceAccount", sa) is None:
+            problems.append(f"no ServiceAccount {sa}")
     binding = find(objs, "RoleBinding", RUNNER)
     if binding is None:
         return problems + [f"no RoleBinding {RUNNER}"]
@@ -436,9 +438,11 @@ def rbac_problems(objs: list[dict]) -> list[str]:
     role = find(objs, "Role", ref.get("name")) if ref.get("kind") == "Role" else None
     if role is None or ref.get("apiGroup") != "rbac.authorization.k8s.io":
         return problems + [f"RoleBinding {RUNNER} refers to {ref}, which is not a rendered Role"]
-    sa_subjects = {s.get("name") for s in binding.get("subjects") or [] if s.get("kind") == "ServiceAccount"}
-    if RUNNER not in sa_subjects:
+    subjects = {s.get("name") for s in binding.get("subjects") or [] if s.get("kind") == "ServiceAccount"}
+    if RUNNER not in subjects:
         problems.append(f"RoleBinding {RUNNER} does not bind ServiceAccount {RUNNER}")
+    if TRAINER_SA in subjects or any(TRAINER_SA == s.get("name") for b in of_kind(objs, "RoleBinding") for s in b.get("subjects") or []):
+        problems.append(f"ServiceAccount {TRAINER_SA} is bound to a Role: training pods need no API access")
     for s in binding.get("subjects") or []:
         if s.get("kind") == "ServiceAccount" and s.get("apiGroup"):
             problems.append(f"ServiceAccount subject {s.get('name')} must not set apiGroup")
@@ -447,12 +451,86 @@ def rbac_problems(objs: list[dict]) -> list[str]:
             problems.append(f"Role {role['metadata']['name']} does not allow {verb} trainer.kubeflow.org/trainjobs")
     if not role_allows(role, "", "configmaps", "get", LAUNCHER_CM):
         problems.append(f"Role cannot get ConfigMap {LAUNCHER_CM}")
-    launcher = find(objs, "ConfigMap", LAUNCHER_CM)
-    if launcher is not None:
-        secret = yaml.safe_load(launcher["data"]["providers"])["s3"]["default"]["credentials"]["secretRef"]["secretName"]
-        if not role_allows(role, "", "secrets", "get", secret):
-            problems.append(f"Role cannot get Secret {secret}, which the launcher reads as the run's service account")
+    creds = _providers_default(objs)["credentials"] if find(objs, "ConfigMap", LAUNCHER_CM) else {}
+    if creds.get("secretRef") and not role_allows(role, "", "secrets", "get", creds["secretRef"]["secretName"]):
+        problems.append(f"Role cannot get Secret {creds['secretRef']['secretName']}, which the launcher reads as the run's service account")
+    # least privilege: each rule is one of ALLOWED_RULES, no wildcard, names where required
+    for i, rule in enumerate(role.get("rules") or []):
+        for group in rule.get("apiGroups", []):
+            for resource in rule.get("resources", []):
+                allowed = ALLOWED_RULES.get((group, resource))
+                if allowed is None:
+                    problems.append(f"Role rule {i}: {group or 'core'}/{resource} is not something seedbed needs")
+                    continue
+                verbs, names = allowed
+                if set(rule.get("verbs", [])) - verbs:
+                    problems.append(f"Role rule {i}: verbs {sorted(set(rule['verbs']) - verbs)} on {resource} exceed {sorted(verbs)}")
+                if names and not (rule.get("resourceNames") and set(rule["resourceNames"]) <= names):
+                    problems.append(f"Role rule {i}: {resource} must be limited to resourceNames {sorted(names)}")
     return problems
+
+
+# ----------------------------------------------------------------------------- training runtimes
+
+
+def runtime_problems(objs: list[dict]) -> list[str]:
+    """A TrainingRuntime for every runtime seedbed.launch knows, each running the training image
+    as its non-root user under the trainer account, with the ML policy its launcher expects."""
+    from components._images import IMAGES
+    from seedbed.launch.trainjob import RUNTIMES
+
+    image = IMAGES["seedbed-train"].ref
+    problems = []
+    for name, launcher in sorted(RUNTIMES.items()):
+        rt = find(objs, "TrainingRuntime", name)
+        if rt is None:
+            problems.append(f"no TrainingRuntime {name}")
+            continue
+        policy = rt["spec"].get("mlPolicy") or {}
+        want = "torch" if launcher == "torchrun" else "mpi"
+        if want not in policy:
+            problems.append(f"TrainingRuntime {name}: mlPolicy has no {want} (seedbed starts it with {launcher})")
+        elif want == "mpi" and policy["mpi"].get("mpiImplementation") != "OpenMPI":
+            problems.append(f"TrainingRuntime {name}: the rendered mpirun command is OpenMPI's")
+        jobs = rt["spec"]["template"]["spec"]["replicatedJobs"]
+        ancestors = [j["name"] for j in jobs if (j["template"].get("metadata", {}).get("labels") or {})
+                     .get("trainer.kubeflow.org/trainjob-ancestor-step") == "trainer"]
+        if len(ancestors) != 1:
+            problems.append(f"TrainingRuntime {name}: {len(ancestors)} jobs marked trainjob-ancestor-step=trainer, want 1")
+        for job in jobs:
+            pod = job["template"]["spec"]["template"]["spec"]
+            where = f"TrainingRuntime {name} job {job['name']}"
+            if pod.get("serviceAccountName") != TRAINER_SA:
+                problems.append(f"{where}: runs as {pod.get('serviceAccountName')!r}, want {TRAINER_SA}")
+            sc = pod.get("securityContext") or {}
+            if not sc.get("runAsNonRoot") or sc.get("runAsUser") != 1000:
+                problems.append(f"{where}: must run as the image's non-root uid 1000 (runAsNonRoot)")
+            nodes = [c for c in pod.get("containers", []) if c["name"] == "node"]
+            if len(nodes) != 1 or nodes[0].get("image") != image:
+                problems.append(f"{where}: container node must run {image}, not {[c.get('image') for c in nodes]}")
+    return problems
+
+
+# ----------------------------------------------------------------------------- quota
+
+
+def quota_problems(objs: list[dict]) -> list[str]:
+    quotas = of_kind(objs, "ResourceQuota")
+    if len(quotas) != 1:
+        return [f"expected one ResourceQuota, found {len(quotas)}"]
+    hard = quotas[0]["spec"].get("hard") or {}
+    problems = [f"ResourceQuota: no {k}" for k in (GPU_QUOTA, "requests.cpu", "requests.memory") if k not in hard]
+    problems += [f"ResourceQuota: {k} is limited by requests only for extended resources" for k in hard if k.startswith("limits.nvidia.com")]
+    defaults = [lim.get("defaultRequest") or {} for lr in of_kind(objs, "LimitRange")
+                for lim in lr["spec"]["limits"] if lim.get("type") == "Container"]
+    for res in ("cpu", "memory"):
+        if f"requests.{res}" in hard and not any(res in d for d in defaults):
+            problems.append(f"ResourceQuota limits requests.{res} but no LimitRange gives containers a default {res} request")
+    return problems
+
+
+def _hard(objs: list[dict], key: str):
+    return parse_quantity(of_kind(objs, "ResourceQuota")[0]["spec"]["hard"][key])
 
 
 # ----------------------------------------------------------------------------- credentials
@@ -475,12 +553,12 @@ _CREDENTIAL_KEY = re.compile(r"KEY|SECRET|TOKEN|PASSWORD", re.I)
 
 def secret_value_problems(objs: list[dict]) -> list[str]:
     problems = []
-    for s in (o for o in objs if o.get("kind") == "Secret"):
+    for s in of_kind(objs, "Secret"):
         for k, v in _secret_values(s).items():
             if _CREDENTIAL_KEY.search(k) and v not in ALLOWED_SECRET_VALUES:
                 problems.append(
-                    f"Secret {s['metadata']['name']}: {k} holds a value that is neither a placeholder nor a "
-                    f"dev MinIO default; real credentials come from a sealed secret / External Secrets"
+                    f"Secret {s['metadata']['name']}: {k} holds a value that is neither a placeholder, a dev "
+                    f"store default nor empty; real credentials come from IRSA, a sealed secret or External Secrets"
                 )
     return problems
 
@@ -489,48 +567,40 @@ def secret_value_problems(objs: list[dict]) -> list[str]:
 
 
 def test_there_are_overlays():
-    assert {"dev-minio", "aws"} <= set(OVERLAYS), OVERLAYS
+    assert set(OVERLAYS) == {"dev", "prod"}, OVERLAYS
 
 
 @needs_kubectl
 @pytest.mark.parametrize("target", ["base", *OVERLAYS])
-def test_every_object_matches_the_kubernetes_models(target):
+def test_every_object_validates_strictly(target):
     objs = render(BASE if target == "base" else MANIFESTS / "overlays" / target)
-    assert objs
-    problems = [p for o in objs for p in k8s_problems(o)]
-    assert problems == []
+    kinds = {(o["apiVersion"], o["kind"]) for o in objs}
+    assert kinds == BUILTIN_KINDS | set(CUSTOM_KINDS), kinds  # every kind is there, and checked
+    assert [p for o in objs for p in object_problems(o)] == []
 
 
 @needs_kubectl
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_overlay_objects_are_labelled_unnamespaced_and_complete(overlay):
-    objs = render(MANIFESTS / "overlays" / overlay)
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_overlay_lands_in_one_namespace_labelled_and_complete(name):
+    objs = overlay(name)
+    assert namespace_problems(objs) == []
+    assert of_kind(objs, "Namespace")[0]["metadata"]["name"] == NAMESPACE
     kinds = {(o["kind"], o["metadata"]["name"]) for o in objs}
-    assert {("ConfigMap", LAUNCHER_CM), ("ServiceAccount", RUNNER), ("Role", RUNNER), ("RoleBinding", RUNNER)} <= kinds
+    assert {("ConfigMap", LAUNCHER_CM), ("Secret", S3_SECRET), ("ServiceAccount", RUNNER), ("ServiceAccount", TRAINER_SA),
+            ("Role", RUNNER), ("RoleBinding", RUNNER)} <= kinds
     for o in objs:
-        meta = o["metadata"]
-        assert meta.get("labels", {}).get(PART_OF[0]) == PART_OF[1], f"{o['kind']}/{meta['name']} lacks the seedbed label"
-        # `kubectl apply -k ... -n NS` decides the namespace: a hard-coded one would fight it
-        assert "namespace" not in meta, f"{o['kind']}/{meta['name']} hard-codes namespace {meta['namespace']}"
-    assert PLACEHOLDER not in _render_text(str(MANIFESTS / "overlays" / overlay)), (
-        f"overlay {overlay} leaves a {PLACEHOLDER} placeholder of the base unpatched"
+        assert o["metadata"].get("labels", {}).get(PART_OF[0]) == PART_OF[1], f"{o['kind']}/{o['metadata']['name']} lacks the seedbed label"
+    assert PLACEHOLDER not in _render_text(str(MANIFESTS / "overlays" / name)), (
+        f"overlay {name} leaves a {PLACEHOLDER} placeholder of the base unpatched"
     )
 
 
 @needs_kubectl
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_kfp_launcher_config_is_what_the_launcher_reads(overlay):
-    objs = render(MANIFESTS / "overlays" / overlay)
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_kfp_launcher_config_is_what_the_launcher_reads(name):
+    objs = overlay(name)
     assert launcher_problems(find(objs, "ConfigMap", LAUNCHER_CM)) == []
-
-
-@needs_kubectl
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_launcher_secret_ref_resolves(overlay):
-    objs = render(MANIFESTS / "overlays" / overlay)
-    assert secret_ref_problems(objs, MANIFESTS / "overlays" / overlay) == []
-    if overlay in EXTERNAL_SECRET_OVERLAYS:
-        assert not [o for o in objs if o["kind"] == "Secret"], f"{overlay} must not render a Secret"
+    assert secret_ref_problems(objs) == []
 
 
 @needs_kubectl
@@ -543,58 +613,97 @@ def test_base_renders_the_secret_template_with_the_launcher_keys():
 
 
 @needs_kubectl
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_task_environment_matches_launcher(overlay):
-    assert store_env_problems(render(MANIFESTS / "overlays" / overlay)) == []
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_task_environment_matches_launcher(name):
+    assert store_env_problems(overlay(name)) == []
 
 
 @needs_kubectl
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_compiled_pipelines_find_their_secrets_and_config_maps(overlay):
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_compiled_pipelines_find_their_secrets_and_config_maps(name):
     refs = _pipeline_references()
     assert refs, "no compiled pipeline attaches a Secret or ConfigMap: how do tasks reach S3?"
-    assert any(kind == "Secret" and name == S3_SECRET for _, kind, name, _ in refs), refs
-    objs = render(MANIFESTS / "overlays" / overlay)
-    assert pipeline_reference_problems(objs, refs, MANIFESTS / "overlays" / overlay) == []
+    assert any(kind == "Secret" and nm == S3_SECRET for _, kind, nm, _ in refs), refs
+    assert pipeline_reference_problems(overlay(name), refs) == []
 
 
 @needs_kubectl
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_rbac_lets_runs_drive_trainjobs_and_read_the_secret(overlay):
-    assert rbac_problems(render(MANIFESTS / "overlays" / overlay)) == []
+@pytest.mark.parametrize("target", ["base", *OVERLAYS])
+def test_rbac_is_what_runs_need_and_no_more(target):
+    assert rbac_problems(render(BASE if target == "base" else MANIFESTS / "overlays" / target)) == []
 
 
 @needs_kubectl
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_no_real_credentials_in_rendered_secrets(overlay):
-    objs = render(MANIFESTS / "overlays" / overlay)
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_training_runtimes_run_the_training_image(name):
+    objs = overlay(name)
+    assert runtime_problems(objs) == []
+
+
+@needs_kubectl
+@pytest.mark.parametrize("runtime", ["torch-distributed", "deepspeed-distributed"])
+def test_trainjobs_for_the_namespaced_runtimes_refer_to_rendered_ones(runtime):
+    import warnings
+
+    from components._images import IMAGES
+    from seedbed.launch.trainjob import LaunchSpec, render_trainjob
+
+    objs = overlay("dev")
+    spec = LaunchSpec(name="t1", namespace=NAMESPACE, image=IMAGES["seedbed-train"].ref, config_uri="s3://b/c.json",
+                      runtime=runtime, runtime_kind="TrainingRuntime", nodes=2, gpus_per_node=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = render_trainjob(spec)["spec"]["runtimeRef"]
+    rt = find(objs, ref["kind"], ref["name"])
+    assert rt is not None and rt["apiVersion"] == f"{ref['apiGroup']}/v1alpha1" and rt["metadata"]["namespace"] == spec.namespace
+
+
+@needs_kubectl
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_quota_limits_gpus_and_lets_pods_in(name):
+    assert quota_problems(overlay(name)) == []
+
+
+@needs_kubectl
+def test_dev_quota_is_smaller_than_prod():
+    dev, prod = overlay("dev"), overlay("prod")
+    for key in (GPU_QUOTA, "requests.cpu", "requests.memory"):
+        assert _hard(dev, key) < _hard(prod, key), key
+
+
+@needs_kubectl
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_no_real_credentials_in_rendered_secrets(name):
+    objs = overlay(name)
     assert secret_value_problems(objs) == []
-    assert credential_problems(_render_text(str(MANIFESTS / "overlays" / overlay)), overlay) == []
+    assert credential_problems(_render_text(str(MANIFESTS / "overlays" / name)), name) == []
 
 
 def test_no_real_looking_credentials_in_committed_files():
     files = [p for p in MANIFESTS.rglob("*") if p.is_file()]
-    files += [p for p in (REPO / "docs" / "deploy.md", REPO / "images" / "README.md") if p.is_file()]
+    files += [p for p in (REPO / "docs" / "cluster.md", REPO / "images" / "README.md") if p.is_file()]
     assert files
     problems = [q for p in files for q in credential_problems(p.read_text(), str(p.relative_to(REPO)))]
     assert problems == []
 
 
-def test_dev_minio_overlay_targets_the_in_cluster_minio():
-    if KUBECTL is None:
-        pytest.skip("kubectl is not installed: `kubectl kustomize` renders the manifests")
-    objs = render(MANIFESTS / "overlays" / "dev-minio")
+@needs_kubectl
+def test_dev_overlay_targets_the_in_cluster_store():
+    objs = overlay("dev")
     d = _providers_default(objs)
-    assert d["endpoint"] == "minio-service.kubeflow:9000" and d["disableSSL"] is True and d["forcePathStyle"] is True
+    assert d["endpoint"] == "seaweedfs.kubeflow:8333" and d["disableSSL"] is True and d["forcePathStyle"] is True
+    assert d["credentials"]["secretRef"]["secretName"] == S3_SECRET
+    assert _secret_values(find(objs, "Secret", S3_SECRET))["AWS_ENDPOINT_URL"] == "http://seaweedfs.kubeflow:8333"
 
 
-def test_aws_overlay_targets_aws_s3():
-    if KUBECTL is None:
-        pytest.skip("kubectl is not installed: `kubectl kustomize` renders the manifests")
-    objs = render(MANIFESTS / "overlays" / "aws")
+@needs_kubectl
+def test_prod_overlay_targets_aws_s3_with_irsa():
+    objs = overlay("prod")
     d = _providers_default(objs)
     assert d["endpoint"] == "s3.amazonaws.com" and d["disableSSL"] is False
     assert re.fullmatch(r"[a-z]{2}(-gov)?-[a-z]+-\d", d["region"]), d["region"]
+    assert d["credentials"] == {"fromEnv": True}
+    assert irsa_problems(objs) == []
 
 
 # ----------------------------------------------------------------------------- the checks can fail
@@ -604,7 +713,14 @@ def test_aws_overlay_targets_aws_s3():
 def dev():
     if KUBECTL is None:
         pytest.skip("kubectl is not installed: `kubectl kustomize` renders the manifests")
-    return render(MANIFESTS / "overlays" / "dev-minio")
+    return overlay("dev")
+
+
+@pytest.fixture
+def prod():
+    if KUBECTL is None:
+        pytest.skip("kubectl is not installed: `kubectl kustomize` renders the manifests")
+    return overlay("prod")
 
 
 def _set_providers(objs, mutate):
@@ -615,27 +731,57 @@ def _set_providers(objs, mutate):
     return cm
 
 
-def test_model_check_rejects_unknown_missing_and_mistyped_fields(dev):
+def test_strict_validation_rejects_unknown_missing_and_mistyped_fields(dev):
     cm = copy.deepcopy(find(dev, "ConfigMap", LAUNCHER_CM))
     cm["date"] = cm.pop("data")  # typo of a top-level field
-    assert any("unknown field" in p and ".date" in p for p in k8s_problems(cm))
+    assert any("'date' was unexpected" in p for p in object_problems(cm))
 
     rb = copy.deepcopy(find(dev, "RoleBinding", RUNNER))
     del rb["roleRef"]["name"]
-    assert any("roleRef.name" in p and "required" in p for p in k8s_problems(rb))
+    assert any("roleRef" in p and "'name' is a required property" in p for p in object_problems(rb))
 
     role = copy.deepcopy(find(dev, "Role", RUNNER))
     role["rules"][0]["verb"] = role["rules"][0].pop("verbs")
-    assert any(".verb:" in p for p in k8s_problems(role)) and any("verbs" in p and "required" in p for p in k8s_problems(role))
+    assert object_problems(role)
 
-    secret = copy.deepcopy(find(dev, "Secret", "seedbed-s3"))
+    quota = copy.deepcopy(of_kind(dev, "ResourceQuota")[0])
+    quota["spec"]["hard"][GPU_QUOTA] = ["2"]
+    assert any(GPU_QUOTA in p for p in object_problems(quota))
+
+    secret = copy.deepcopy(find(dev, "Secret", S3_SECRET))
     secret["stringData"]["AWS_ACCESS_KEY_ID"] = 12345
-    assert any("expected str" in p for p in k8s_problems(secret))
-    secret = copy.deepcopy(find(dev, "Secret", "seedbed-s3"))
+    assert any("stringData.AWS_ACCESS_KEY_ID" in p for p in object_problems(secret))
+    secret = copy.deepcopy(find(dev, "Secret", S3_SECRET))
     secret["data"] = {"AWS_ACCESS_KEY_ID": "not base64!"}
-    assert any("base64" in p for p in k8s_problems(secret))
+    assert any("base64" in p for p in object_problems(secret))
 
-    assert k8s_problems({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}})
+    assert object_problems({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}})
+    assert object_problems({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "x"}})
+
+
+def test_round_trip_rejects_unknown_and_mistyped_custom_fields(dev):
+    rt = find(dev, "TrainingRuntime", "torch-distributed")
+    assert object_problems(rt) == []
+    typo = copy.deepcopy(rt)
+    typo["spec"]["template"]["spec"]["replicatedJob"] = typo["spec"]["template"]["spec"].pop("replicatedJobs")
+    assert any("replicatedJob: dropped" in p for p in object_problems(typo))
+    old_field = copy.deepcopy(rt)  # Trainer moved numProcPerNode from mlPolicy.torch to the TrainJob
+    old_field["spec"]["mlPolicy"]["torch"]["numProcPerNode"] = "auto"
+    assert any("numProcPerNode: dropped" in p for p in object_problems(old_field))
+    nested = copy.deepcopy(rt)
+    nested["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy2"] = "Always"
+    assert any("imagePullPolicy2: dropped" in p for p in object_problems(nested))
+    mistyped = copy.deepcopy(find(dev, "TrainingRuntime", "deepspeed-distributed"))
+    mistyped["spec"]["mlPolicy"]["mpi"]["numProcPerNode"] = "8"
+    assert any("TrainingRuntime" in p for p in object_problems(mistyped))
+
+
+def test_namespace_check_catches_strays(dev):
+    objs = copy.deepcopy(dev)
+    del find(objs, "Role", RUNNER)["metadata"]["namespace"]
+    assert any(p.startswith("Role/") for p in namespace_problems(objs))
+    objs = copy.deepcopy(dev) + [{"kind": "Namespace", "metadata": {"name": "other"}}]
+    assert namespace_problems(objs)
 
 
 def test_launcher_check_rejects_typos_and_wrong_types(dev):
@@ -654,6 +800,11 @@ def test_launcher_check_rejects_typos_and_wrong_types(dev):
 
     assert launcher_problems(_set_providers(copy.deepcopy(dev), no_secret_ref))
 
+    def both(p):
+        p["s3"]["default"]["credentials"]["fromEnv"] = True
+
+    assert any("ignores the secretRef" in x for x in launcher_problems(_set_providers(copy.deepcopy(dev), both)))
+
     def flat_layout(p):  # endpoint directly under s3: (no `default:`), an old layout the launcher ignores
         p["s3"] = p["s3"]["default"]
 
@@ -664,24 +815,35 @@ def test_launcher_check_rejects_typos_and_wrong_types(dev):
     assert any("defaultPipelineRoot" in x for x in launcher_problems(find(objs, "ConfigMap", LAUNCHER_CM)))
 
 
-def test_secret_ref_check_catches_a_wrong_key_name(dev):
+def test_secret_ref_check_catches_a_wrong_key_name_or_an_empty_key(dev):
     objs = copy.deepcopy(dev)
     _set_providers(objs, lambda p: p["s3"]["default"]["credentials"]["secretRef"].update(accessKeyKey="AWS_ACCESS_KEY"))
     assert any("AWS_ACCESS_KEY" in x for x in secret_ref_problems(objs))
-
     objs = copy.deepcopy(dev)
     _set_providers(objs, lambda p: p["s3"]["default"]["credentials"]["secretRef"].update(secretName="other"))
     assert secret_ref_problems(objs)
-    # dropping the Secret is only allowed for the overlays that document an external one
-    objs = [o for o in copy.deepcopy(dev) if o["kind"] != "Secret"]
-    assert secret_ref_problems(objs, MANIFESTS / "overlays" / "dev-minio")
+    objs = copy.deepcopy(dev)
+    find(objs, "Secret", S3_SECRET)["stringData"]["AWS_SECRET_ACCESS_KEY"] = ""
+    assert any("is empty" in x for x in secret_ref_problems(objs))
+
+
+def test_irsa_check_needs_a_role_and_no_static_keys(prod):
+    objs = copy.deepcopy(prod)
+    del find(objs, "ServiceAccount", TRAINER_SA)["metadata"]["annotations"]
+    assert any(TRAINER_SA in p for p in secret_ref_problems(objs))
+    objs = copy.deepcopy(prod)
+    find(objs, "ServiceAccount", RUNNER)["metadata"]["annotations"][IRSA_ANNOTATION] = "seedbed-role"
+    assert any(RUNNER in p for p in irsa_problems(objs))
+    objs = copy.deepcopy(prod)
+    find(objs, "Secret", S3_SECRET)["stringData"]["AWS_ACCESS_KEY_ID"] = "minio"
+    assert any("instead of the role" in p for p in irsa_problems(objs))
 
 
 def test_env_check_catches_a_different_store(dev):
     for key, value in [
         ("AWS_REGION", "eu-west-1"),
-        ("AWS_ENDPOINT_URL", "https://minio-service.kubeflow:9000"),
-        ("AWS_ENDPOINT_URL", "http://minio.other:9000"),
+        ("AWS_ENDPOINT_URL", "https://seaweedfs.kubeflow:8333"),
+        ("AWS_ENDPOINT_URL", "http://minio-service.kubeflow:9000"),
         ("SEEDBED_S3_ADDRESSING_STYLE", "virtual"),
         ("AWS_ENDPOINT_URL", None),
     ]:
@@ -692,6 +854,7 @@ def test_env_check_catches_a_different_store(dev):
         else:
             data[key] = value
         assert store_env_problems(objs), (key, value)
+    assert store_env_problems([o for o in copy.deepcopy(dev) if o["kind"] != "Secret"])
 
 
 def test_pipeline_reference_check_catches_missing_keys_and_objects(dev):
@@ -699,14 +862,11 @@ def test_pipeline_reference_check_catches_missing_keys_and_objects(dev):
     assert any("AWS_SESSION_TOKEN" in p for p in pipeline_reference_problems(dev, refs))
     refs = (("p", "ConfigMap", "seedbed-extra", ("X",)),)
     assert pipeline_reference_problems(dev, refs)
-    # an external Secret must be documented with every key the pipelines read
-    aws = MANIFESTS / "overlays" / "aws"
     no_secret = [o for o in dev if o["kind"] != "Secret"]
-    assert pipeline_reference_problems(no_secret, (("p", "Secret", S3_SECRET, ("AWS_SESSION_TOKEN",)),), aws)
-    assert pipeline_reference_problems(no_secret, (("p", "Secret", S3_SECRET, ("AWS_REGION",)),), MANIFESTS / "overlays" / "dev-minio")
+    assert pipeline_reference_problems(no_secret, (("p", "Secret", S3_SECRET, ("AWS_REGION",)),))
 
 
-def test_rbac_check_catches_missing_grants(dev):
+def test_rbac_check_catches_missing_and_excess_grants(dev):
     objs = copy.deepcopy(dev)
     role = find(objs, "Role", RUNNER)
     role["rules"] = [r for r in role["rules"] if "trainjobs" not in r.get("resources", [])]
@@ -722,6 +882,40 @@ def test_rbac_check_catches_missing_grants(dev):
     find(objs, "RoleBinding", RUNNER)["roleRef"]["name"] = "missing"
     assert rbac_problems(objs)
 
+    for extra in ({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"]},  # every Secret
+                  {"apiGroups": [""], "resources": ["pods"], "verbs": ["*"]},
+                  {"apiGroups": ["*"], "resources": ["*"], "verbs": ["get"]},
+                  {"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainingruntimes"], "verbs": ["get"]}):
+        objs = copy.deepcopy(dev)
+        find(objs, "Role", RUNNER)["rules"].append(extra)
+        assert rbac_problems(objs), extra
+
+    objs = copy.deepcopy(dev)
+    find(objs, "RoleBinding", RUNNER)["subjects"].append({"kind": "ServiceAccount", "name": TRAINER_SA})
+    assert any(TRAINER_SA in p for p in rbac_problems(objs))
+
+
+def test_runtime_check_catches_a_wrong_image_account_or_policy(dev):
+    for mutate in (
+        lambda rt: rt["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]["containers"][0].update(image="pytorch/pytorch:2.7.1"),
+        lambda rt: rt["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"].pop("serviceAccountName"),
+        lambda rt: rt["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"].pop("securityContext"),
+        lambda rt: rt["spec"]["mlPolicy"].pop("mpi"),
+        lambda rt: rt["spec"]["template"]["spec"]["replicatedJobs"][1]["template"].pop("metadata"),
+    ):
+        objs = copy.deepcopy(dev)
+        mutate(find(objs, "TrainingRuntime", "deepspeed-distributed"))
+        assert runtime_problems(objs)
+    assert runtime_problems([o for o in dev if o["kind"] != "TrainingRuntime"])
+
+
+def test_quota_check_needs_gpu_requests_and_default_requests(dev):
+    objs = copy.deepcopy(dev)
+    del of_kind(objs, "ResourceQuota")[0]["spec"]["hard"][GPU_QUOTA]
+    assert any(GPU_QUOTA in p for p in quota_problems(objs))
+    objs = [o for o in copy.deepcopy(dev) if o["kind"] != "LimitRange"]
+    assert any("LimitRange" in p for p in quota_problems(objs))
+
 
 def test_credential_checks_catch_real_looking_keys(dev):
     # assembled at run time so that this file itself holds no key-shaped literal
@@ -730,5 +924,5 @@ def test_credential_checks_catch_real_looking_keys(dev):
     assert credential_problems(f"AWS_ACCESS_KEY_ID: {key_id}", "x")
     assert credential_problems(f"AWS_SECRET_ACCESS_KEY: {secret}", "x")
     objs = copy.deepcopy(dev)
-    find(objs, "Secret", "seedbed-s3")["stringData"]["AWS_SECRET_ACCESS_KEY"] = "hunter2hunter2"
+    find(objs, "Secret", S3_SECRET)["stringData"]["AWS_SECRET_ACCESS_KEY"] = "hunter2hunter2"
     assert secret_value_problems(objs)
