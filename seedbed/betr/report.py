@@ -27,14 +27,12 @@ directly (no pyplot state, safe in threads and headless pods).
 
 from __future__ import annotations
 
-import base64
-import html
 import io
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from seedbed import corpus, store
+from seedbed.reporting import Block, md_escape, to_html, to_markdown
 
 __all__ = ["ReportError", "build_report", "fmt_num", "fmt_pct", "md_escape"]
 
@@ -75,77 +73,6 @@ def fmt_pct(x: float | None) -> str:
 def _truncate(text: Any, n: int) -> str:
     s = " ".join(str(text or "").split())
     return s if len(s) <= n else s[: n - 1].rstrip() + "…"
-
-
-# ----------------------------------------------------------------------------- blocks
-
-
-@dataclass
-class _Block:
-    kind: str  # "h1" | "h2" | "h3" | "p" | "table" | "img"
-    text: str = ""
-    headers: list | None = None
-    rows: list | None = None
-    png: bytes | None = None
-    name: str = ""
-
-
-_MD_ESCAPES = str.maketrans({
-    "\\": "\\\\", "`": "\\`", "*": "\\*", "[": "\\[", "]": "\\]", "|": "\\|",
-    "<": "&lt;", ">": "&gt;", "&": "&amp;", "\n": " ", "\r": " ",
-})
-
-
-def md_escape(v: Any) -> str:
-    """Text from the data made inert in Markdown: no tables broken, no links, no raw HTML
-    (documents are web text and the KFP UI renders the Markdown), on one line."""
-    return str(v).translate(_MD_ESCAPES)
-
-
-def _to_markdown(blocks: list[_Block]) -> str:
-    out: list[str] = []
-    for b in blocks:
-        if b.kind in ("h1", "h2", "h3"):
-            out.append("#" * int(b.kind[1]) + " " + md_escape(b.text))
-        elif b.kind == "p":
-            out.append(md_escape(b.text))
-        elif b.kind == "table":
-            out.append("| " + " | ".join(md_escape(h) for h in b.headers) + " |")
-            out.append("|" + "|".join("---" for _ in b.headers) + "|")
-            out.extend("| " + " | ".join(md_escape(c) for c in row) + " |" for row in b.rows)
-        elif b.kind == "img":
-            data = base64.b64encode(b.png).decode("ascii")
-            out.append(f"![{md_escape(b.text)}](data:image/png;base64,{data})")
-        out.append("")
-    return "\n".join(out)
-
-
-def _to_html(blocks: list[_Block], title: str) -> str:
-    esc = html.escape
-    body: list[str] = []
-    for b in blocks:
-        if b.kind in ("h1", "h2", "h3"):
-            body.append(f"<{b.kind}>{esc(b.text)}</{b.kind}>")
-        elif b.kind == "p":
-            body.append(f"<p>{esc(b.text)}</p>")
-        elif b.kind == "table":
-            head = "".join(f"<th>{esc(str(h))}</th>" for h in b.headers)
-            rows = "".join("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>" for row in b.rows)
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-        elif b.kind == "img":
-            data = base64.b64encode(b.png).decode("ascii")
-            body.append(f'<p><img alt="{esc(b.text)}" src="data:image/png;base64,{data}"></p>')
-    style = (
-        "body{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}"
-        "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-        "text-align:left;vertical-align:top;font-size:0.9em}th{background:#f3f3f3}img{max-width:100%}"
-    )
-    return (
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
-        f"<title>{esc(title)}</title><style>{style}</style></head>\n<body>\n"
-        + "\n".join(body)
-        + "\n</body></html>\n"
-    )
 
 
 # ----------------------------------------------------------------------------- plots
@@ -315,7 +242,7 @@ def build_report(
         _require(thr, dict, f"thresholds.json {thresholds_json}")
 
     summary: dict[str, Any] = {"sections": [], "pngs": {}}
-    blocks: list[_Block] = [_Block("h1", title)]
+    blocks: list[Block] = [Block("h1", title)]
     pngs: dict[str, bytes] = {}
 
     # ---- summary table
@@ -343,42 +270,42 @@ def build_report(
                  ["filter threshold", fmt_num(fmeta.get("threshold"))],
                  ["documents kept / in", f"{fmt_num(totals.get('docs_kept'))} / {fmt_num(totals.get('docs_in'))} ({fmt_pct(docs_pct)})"],
                  ["tokens kept / in", f"{fmt_num(totals.get('tokens_kept'))} / {fmt_num(totals.get('tokens_in'))} ({fmt_pct(tok_pct)})"]]
-    blocks.append(_Block("h2", "Summary"))
+    blocks.append(Block("h2", "Summary"))
     if rows:
-        blocks.append(_Block("table", headers=["quantity", "value"], rows=rows))
+        blocks.append(Block("table", headers=["quantity", "value"], rows=rows))
     else:
-        blocks.append(_Block("p", "No stage outputs were given."))
+        blocks.append(Block("p", "No stage outputs were given."))
     inputs = {"score.json": score_json, "top_matches.json": top_matches_json, "metrics.json": metrics_json,
               "thresholds.json": thresholds_json, "filter manifest": filter_manifest}
-    blocks.append(_Block("p", "Inputs: " + "; ".join(f"{k} = {v}" for k, v in inputs.items() if v is not None) + "."
+    blocks.append(Block("p", "Inputs: " + "; ".join(f"{k} = {v}" for k, v in inputs.items() if v is not None) + "."
                          if any(v is not None for v in inputs.values()) else "Inputs: none."))
     summary["sections"].append("summary")
 
     # ---- scoring
     if score is not None:
-        blocks.append(_Block("h2", "Targets and scoring"))
+        blocks.append(Block("h2", "Targets and scoring"))
         agg = score.get("aggregation", "max")
         how = ("its best rank over all examples (max aggregation)" if agg == "max"
                else f"its ranks aggregated over all examples ({agg} aggregation)")
-        blocks.append(_Block("p", "Every target example ranks the sampled documents by cosine similarity; a document's "
+        blocks.append(Block("p", "Every target example ranks the sampled documents by cosine similarity; a document's "
                                   f"score is {how}. The top {fmt_num(score.get('positive_pct'))}% are the positive "
                                   "labels, negatives are downsampled to balance."))
         keys = ["n_docs", "n_targets", "top_k", "aggregation", "positive_pct", "n_positive", "n_negative", "n_negative_kept"]
         keys += [k for k in score if k not in keys and k != "params" and not isinstance(score[k], (dict, list))]
-        blocks.append(_Block("table", headers=["field", "value"], rows=[[k, fmt_num(score.get(k))] for k in keys if k in score]))
+        blocks.append(Block("table", headers=["field", "value"], rows=[[k, fmt_num(score.get(k))] for k in keys if k in score]))
         summary["sections"].append("scoring")
 
     # ---- classifier
     if metrics is not None:
-        blocks.append(_Block("h2", "Classifier"))
+        blocks.append(Block("h2", "Classifier"))
         keys = ["accuracy", "precision", "recall", "f1", "n_train", "n_heldout", "threads"]
         keys += [k for k in metrics if k not in keys and k != "params" and not isinstance(metrics[k], (dict, list))]
-        blocks.append(_Block("table", headers=["metric", "value"], rows=[[k, fmt_num(metrics.get(k))] for k in keys if k in metrics]))
+        blocks.append(Block("table", headers=["metric", "value"], rows=[[k, fmt_num(metrics.get(k))] for k in keys if k in metrics]))
         plotted = {k: float(metrics[k]) for k in ("accuracy", "precision", "recall", "f1")
                    if isinstance(metrics.get(k), (int, float)) and not isinstance(metrics.get(k), bool)}
         if plotted:
             pngs["metrics.png"] = _plot_metrics(plotted)
-            blocks.append(_Block("img", "classifier metrics", png=pngs["metrics.png"], name="metrics.png"))
+            blocks.append(Block("img", "classifier metrics", png=pngs["metrics.png"], name="metrics.png"))
         summary["sections"].append("classifier")
 
     # ---- thresholds
@@ -386,13 +313,13 @@ def build_report(
     keep_docs: list[float] = []
     keep_toks: list[float] = []
     if thr is not None:
-        blocks.append(_Block("h2", "Score distribution and thresholds"))
+        blocks.append(Block("h2", "Score distribution and thresholds"))
         thresholds = {_rate_key(k): float(v) for k, v in (thr.get("thresholds") or {}).items() if v is not None}
         rates = [_rate_key(r) for r in (thr.get("keep_rates") or sorted(thresholds, key=float))]
         per_rate = {f: {_rate_key(k): v for k, v in (thr.get(f) or {}).items()}
                     for f in ("docs_kept", "tokens_kept", "docs_kept_pct", "tokens_kept_pct")}
         sample = [float(s) for s in (thr.get("score_sample") or [])]
-        blocks.append(_Block("p", f"Thresholds keep a fixed share of tokens, chosen on a held-out sample of "
+        blocks.append(Block("p", f"Thresholds keep a fixed share of tokens, chosen on a held-out sample of "
                                   f"{fmt_num(thr.get('sample_docs'))} documents ({fmt_num(thr.get('sample_tokens'))} tokens)."))
         trows = []
         summary["thresholds"] = {}
@@ -408,26 +335,26 @@ def build_report(
                 keep_labels.append(f"sample @ {k}%")
                 keep_docs.append(dp)
                 keep_toks.append(tp)
-        blocks.append(_Block("table", headers=["keep rate (tokens)", "threshold", "docs kept", "docs kept %",
+        blocks.append(Block("table", headers=["keep rate (tokens)", "threshold", "docs kept", "docs kept %",
                                                "tokens kept", "tokens kept %"], rows=trows))
         if sample:
             pngs["score_hist.png"] = _plot_score_hist(sample, thresholds)
-            blocks.append(_Block("img", "score histogram with thresholds", png=pngs["score_hist.png"], name="score_hist.png"))
+            blocks.append(Block("img", "score histogram with thresholds", png=pngs["score_hist.png"], name="score_hist.png"))
         summary["sections"].append("thresholds")
 
     # ---- filter
     if fmeta is not None:
-        blocks.append(_Block("h2", "Filter"))
+        blocks.append(Block("h2", "Filter"))
         f = summary["filter"]
         if f["docs_kept_pct"] is not None and f["tokens_kept_pct"] is not None:
             keep_labels.append(f"full pool @ {fmt_num(fmeta.get('keep_rate'))}%")
             keep_docs.append(f["docs_kept_pct"])
             keep_toks.append(f["tokens_kept_pct"])
         trows = [[k, fmt_num(v)] for k, v in totals.items()]
-        blocks.append(_Block("p", f"The classifier scored every pool document; documents with score ≥ "
+        blocks.append(Block("p", f"The classifier scored every pool document; documents with score ≥ "
                                   f"{fmt_num(fmeta.get('threshold'))} were kept."))
         if trows:
-            blocks.append(_Block("table", headers=["total", "value"], rows=trows))
+            blocks.append(Block("table", headers=["total", "value"], rows=trows))
         by_source = fmeta.get("by_source") or {}
         if by_source:
             total_in = sum(int(v.get("docs_in", 0)) for v in by_source.values())
@@ -442,8 +369,8 @@ def build_report(
                 kept_share.append(ksh)
                 srows.append([s, fmt_num(di), fmt_num(dk), fmt_pct(_pct(dk, di)), fmt_pct(ish), fmt_pct(ksh)])
                 summary["by_source"][s] = {"docs_in": di, "docs_kept": dk, "input_share_pct": ish, "kept_share_pct": ksh}
-            blocks.append(_Block("h3", "Kept documents by source"))
-            blocks.append(_Block("table", headers=["source", "docs in", "docs kept", "kept % of source",
+            blocks.append(Block("h3", "Kept documents by source"))
+            blocks.append(Block("table", headers=["source", "docs in", "docs kept", "kept % of source",
                                                    "share of input", "share of kept"], rows=srows))
             names = [str(x) for x in order]
             if len(names) > _MAX_CHART_SOURCES:  # the table lists every source; the chart the largest
@@ -452,7 +379,7 @@ def build_report(
                 in_share = in_share[:k] + [sum(in_share[k:])]
                 kept_share = kept_share[:k] + [sum(kept_share[k:])]
             pngs["by_source.png"] = _plot_by_source(names, in_share, kept_share)
-            blocks.append(_Block("img", "share of kept documents by source", png=pngs["by_source.png"], name="by_source.png"))
+            blocks.append(Block("img", "share of kept documents by source", png=pngs["by_source.png"], name="by_source.png"))
         summary["sections"].append("filter")
 
     if keep_labels:
@@ -461,11 +388,11 @@ def build_report(
         anchor = "Score distribution and thresholds" if thr is not None else "Filter"
         idx = next(i for i, b in enumerate(blocks) if b.kind == "h2" and b.text == anchor)
         end = next((i for i in range(idx + 1, len(blocks)) if blocks[i].kind == "h2"), len(blocks))
-        blocks.insert(end, _Block("img", "documents vs tokens kept per keep rate", png=pngs["keep_rates.png"], name="keep_rates.png"))
+        blocks.insert(end, Block("img", "documents vs tokens kept per keep rate", png=pngs["keep_rates.png"], name="keep_rates.png"))
 
     # ---- best matches
     if top is not None:
-        blocks.append(_Block("h2", "Best-matching documents"))
+        blocks.append(Block("h2", "Best-matching documents"))
         # one target per benchmark first (in file order), then more until max_targets
         limit = max(0, max_targets)
         entries = [t for t in top if isinstance(t, dict)]
@@ -476,14 +403,14 @@ def build_report(
         taken = set(chosen_idx)
         chosen_idx += [i for i in range(len(entries)) if i not in taken][: limit - len(chosen_idx)]
         picked = [entries[i] for i in chosen_idx]
-        blocks.append(_Block("p", f"{len(picked)} of {len(top):,} targets shown with their {max_matches} "
+        blocks.append(Block("p", f"{len(picked)} of {len(top):,} targets shown with their {max_matches} "
                                   f"most similar sampled documents (texts truncated to {text_chars} characters)."))
         summary["top_matches"] = []
         for t in picked:
             matches = [m for m in (t.get("matches") or []) if isinstance(m, dict)][: max(0, max_matches)]
-            blocks.append(_Block("h3", f"{t.get('benchmark', '?')} · {t.get('target_id', '?')}"))
-            blocks.append(_Block("p", "Target: " + _truncate(t.get("target_text"), text_chars)))
-            blocks.append(_Block("table", headers=["#", "cosine", "source", "id", "text"], rows=[
+            blocks.append(Block("h3", f"{t.get('benchmark', '?')} · {t.get('target_id', '?')}"))
+            blocks.append(Block("p", "Target: " + _truncate(t.get("target_text"), text_chars)))
+            blocks.append(Block("table", headers=["#", "cosine", "source", "id", "text"], rows=[
                 [i + 1, fmt_num(m.get("cos"), 3), m.get("source") or "–", m.get("id"), _truncate(m.get("text"), text_chars)]
                 for i, m in enumerate(matches)
             ]))
@@ -491,8 +418,8 @@ def build_report(
                                            "best_cos": matches[0].get("cos") if matches else None})
         summary["sections"].append("top_matches")
 
-    md = _to_markdown(blocks)
-    page = _to_html(blocks, title)
+    md = to_markdown(blocks)
+    page = to_html(blocks, title)
     for name, data in pngs.items():
         uri = store.join(out_prefix, name)
         store.write_bytes(uri, data)
