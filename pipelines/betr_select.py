@@ -41,50 +41,14 @@ from components.train_classifier import train_classifier
 FILTER_PARALLELISM = int(os.environ.get("SEEDBED_FILTER_PARALLELISM", "16"))
 
 
-@dsl.pipeline(
-    name="betr-select",
-    description="Benchmark-targeted ranking: embed targets and a pool sample, label the docs nearest "
-    "to benchmark examples, train a fastText scorer, and filter the whole pool by it.",
-)
-def betr_select(
-    work_uri: str,
-    pool_uris: str,
-    benchmarks_uri: str,
-    target_set: str = "core",
-    target_mode: str = "aware",
-    per_benchmark: int = 500,
-    sample_size: int = 100_000,
-    heldout_size: int = 100_000,
-    seed: int = 0,
-    heldout_seed: int = 1,
-    embed_model: str = "default",
-    embed_batch_size: int = 64,
-    embed_max_length: int = 256,
-    embed_device: str = "auto",
-    embed_dtype: str = "auto",
-    target_query_prefix: str = "",
-    top_k: int = 256,
-    aggregation: str = "max",
-    positive_pct: float = 10.0,
-    fasttext_params: str = "{}",
-    heldout_frac: float = 0.1,
-    keep_rates: str = "3,10,30",
-    keep_rate: float = 10.0,
-    docs_per_shard: int = 100_000,
-    make_report: bool = True,
-) -> dsl.Dataset:
-    """Select the pool documents most like the target benchmarks.
-
-    Args:
-        work_uri: where every stage writes (local dir or s3://bucket/prefix); reruns resume here.
-        pool_uris: comma-separated jsonl(.gz/.zst) files or prefixes, or one seedbed corpus prefix.
-        benchmarks_uri: benchmark examples (a folder/prefix of *.jsonl.gz, or one file).
-        target_set: a named target set (core, arc, science, gsm8k, ...) or comma-separated benchmarks.
-        target_mode: "aware" (equal examples per benchmark) or "blind" (all examples).
-        keep_rates: comma-separated token keep rates (%) to compute thresholds for.
-        keep_rate: the keep rate (%) the filter applies; must be in (0, 100].
-        heldout_seed: seed of the held-out threshold sample (differs from `seed`: other docs).
-    """
+def betr_dag(
+    work_uri, pool_uris, benchmarks_uri, target_set, target_mode, per_benchmark, sample_size, heldout_size,
+    seed, heldout_seed, embed_model, embed_batch_size, embed_max_length, embed_device, embed_dtype,
+    target_query_prefix, top_k, aggregation, positive_pct, fasttext_params, heldout_frac, keep_rates,
+    keep_rate, docs_per_shard, make_report,
+):
+    """Add the BETR tasks to the pipeline being defined; returns the merge task (its ``manifest``
+    output and the filtered corpus at ``work_uri/filtered``). Shared by betr-select and curate-and-grow."""
     pool = _cluster_settings(
         ingest_corpus(sources=pool_uris, work_uri=work_uri, name="pool", docs_per_shard=docs_per_shard)
     ).set_display_name("ingest pool")
@@ -193,4 +157,51 @@ def betr_select(
                 name="report",
             )
         ).set_display_name("report")
-    return merged.outputs["manifest"]
+    return merged
+
+
+@dsl.pipeline(
+    name="betr-select",
+    description="Benchmark-targeted ranking: embed targets and a pool sample, label the docs nearest "
+    "to benchmark examples, train a fastText scorer, and filter the whole pool by it.",
+)
+def betr_select(
+    work_uri: str,
+    pool_uris: str,
+    benchmarks_uri: str,
+    target_set: str = "core",
+    target_mode: str = "aware",
+    per_benchmark: int = 500,
+    sample_size: int = 100_000,
+    heldout_size: int = 100_000,
+    seed: int = 0,
+    heldout_seed: int = 1,
+    embed_model: str = "default",
+    embed_batch_size: int = 64,
+    embed_max_length: int = 256,
+    embed_device: str = "auto",
+    embed_dtype: str = "auto",
+    target_query_prefix: str = "",
+    top_k: int = 256,
+    aggregation: str = "max",
+    positive_pct: float = 10.0,
+    fasttext_params: str = "{}",
+    heldout_frac: float = 0.1,
+    keep_rates: str = "3,10,30",
+    keep_rate: float = 10.0,
+    docs_per_shard: int = 100_000,
+    make_report: bool = True,
+) -> dsl.Dataset:
+    """Select the pool documents most like the target benchmarks.
+
+    Args:
+        work_uri: where every stage writes (local dir or s3://bucket/prefix); reruns resume here.
+        pool_uris: comma-separated jsonl(.gz/.zst) files or prefixes, or one seedbed corpus prefix.
+        benchmarks_uri: benchmark examples (a folder/prefix of *.jsonl.gz, or one file).
+        target_set: a named target set (core, arc, science, gsm8k, ...) or comma-separated benchmarks.
+        target_mode: "aware" (equal examples per benchmark) or "blind" (all examples).
+        keep_rates: comma-separated token keep rates (%) to compute thresholds for.
+        keep_rate: the keep rate (%) the filter applies; must be in (0, 100].
+        heldout_seed: seed of the held-out threshold sample (differs from `seed`: other docs).
+    """
+    return betr_dag(**locals()).outputs["manifest"]
