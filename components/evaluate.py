@@ -23,11 +23,15 @@ def evaluate_model(
 
     Empty ``tokens_uri`` / ``benchmarks_uri`` / ``tasks_csv`` mean: no held-out loss / the shared
     data (or its fallback) / every task ("none" runs no task); 0 for ``seq_len`` / ``limit``
-    means the model's context / every document. Returns the URI of ``eval.json``.
+    means the model's context / every document. Returns the URI of ``eval.json``; an empty
+    ``model_uri`` (an unused stage slot) evaluates nothing and returns "".
     """
     from seedbed import store
     from seedbed.evaluate.report import evaluate_model as run, flat_metrics
 
+    if not model_uri:  # an unused stage slot of a fixed-size DAG (curate-and-grow): nothing to evaluate
+        report.metadata["skipped"] = True
+        return ""
     tasks = [] if tasks_csv.strip().lower() == "none" else (tasks_csv or None)
     r = run(
         model_uri,

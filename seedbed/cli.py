@@ -16,6 +16,8 @@ import click
 
 from seedbed import __version__
 
+#: the job configs of a repository checkout (configs/local.yaml is the README's first command)
+REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 def _fail(msg: str) -> None:
     click.echo(f"error: {msg}", err=True)
@@ -364,6 +366,52 @@ LOCAL_MIXTURE = {"wikipedia": 0.35, "books_gutenberg": 0.15, "code_python": 0.15
                  "science_abstracts": 0.2}
 LOCAL_UPSAMPLE = {"wikipedia": 0.1, "books_gutenberg": 0.1, "code_python": 0.15, "math": 0.35,
                   "science_abstracts": 0.3}
+
+
+@run.command("curate-and-grow", cls=_Cmd)
+@click.option("--config", "config_path", default=str(REPO_CONFIGS / "local.yaml"), show_default=True,
+              help="The run's YAML config (seedbed/job/config.py); relative paths in it are relative to the file.")
+@click.option("--work", default=None, help="Override the config's work folder / s3:// prefix.")
+@click.option("--check", is_flag=True, help="Validate the config and print the pipeline parameters; run nothing.")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Override any pipeline parameter.")
+def run_curate_and_grow(config_path, work, check, params):
+    """The main job: BETR selection → mixture fit (the selection is one domain) → staged growth on the
+    fitted mixture with end-of-training upsampling → evaluation → report, through kfp.local."""
+    import inspect
+
+    from pipelines import registry
+    from seedbed import store
+    from seedbed.job.config import check_params, read_config, to_params
+
+    base = None if store.is_s3(config_path) else Path(config_path).resolve().parent
+    p = to_params(read_config(config_path), base)
+    if work:
+        p["work_uri"] = work if store.is_s3(work) else str(Path(work).resolve())
+    p.update(_coerce_params(_parse_params(params), "curate-and-grow"))
+    sig = inspect.signature(registry()["curate-and-grow"].pipeline_func)
+    missing = [k for k, v in sig.parameters.items() if v.default is inspect.Parameter.empty and k not in p]
+    if missing:
+        raise ValueError(f"the config sets no {', '.join(missing)} (work:, data.pool, data.benchmarks, data.domains)")
+    full = {k: v.default for k, v in sig.parameters.items() if v.default is not inspect.Parameter.empty} | p
+    plan = check_params(full)
+    last = plan.stages[-1]
+    p.setdefault("optimize_preset", last.preset)  # h* is for the model the series ends with
+    p.setdefault("optimize_tokens", int(last.target_tokens))
+    _preflight(full | p)
+    for d, uri in json.loads(p["domains_json"]).items():
+        from seedbed import corpus
+
+        corpus.list_shards(uri)  # every domain corpus exists before anything runs
+    click.echo(plan.table() + "\n", err=True)
+    if check:
+        click.echo(json.dumps(p, indent=2))
+        return
+    _run_pipeline("curate-and-grow", p, p["work_uri"])
+    rep = store.join(p["work_uri"], "summary", "report.md")
+    if store.exists(rep):
+        text = store.read_text(rep)
+        click.echo("\n" + "\n".join(ln for ln in text.splitlines() if not ln.startswith("![")))
+        click.echo(f"report: {rep} (and report.html beside it)")
 
 
 @run.command("train-lm", cls=_Cmd)

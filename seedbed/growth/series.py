@@ -65,11 +65,17 @@ def write_plan(work_uri: str, tokens_uri: str, series: list[str], run_settings: 
     plan = plan_series(series, vocab_size=ds.vocab_size, tokens=tokens, tokens_per_param=tokens_per_param, lr=lr,
                        fixed_data=fixed_data, basis=basis, width=width, depth=depth)
     doc = {"params": params, "plan": plan.to_dict(), "table": plan.table()}
-    for i in range(1, len(plan.stages) + 1):  # every stage's config must be valid before anything trains
-        _stage_settings(doc, i, scratch=False)
-        _stage_settings(doc, i, scratch=True)
+    check_stage_settings(plan, run_settings)  # every stage's config must be valid before anything trains
     store.write_json(uri, doc)
     return doc
+
+
+def check_stage_settings(plan: SeriesPlan, run_settings: dict) -> None:
+    """Build every stage's (and baseline's) TrainConfig from the plan and ``run_settings``: raises on the first bad one."""
+    doc = {"params": {"run_settings": run_settings}, "plan": plan.to_dict()}
+    for i in range(1, len(plan.stages) + 1):
+        _stage_settings(doc, i, scratch=False)
+        _stage_settings(doc, i, scratch=True)
 
 
 def read_plan(work_uri: str) -> tuple[dict, SeriesPlan]:

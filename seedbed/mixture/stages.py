@@ -212,3 +212,15 @@ def verify_stage(work_uri: str, seeds: list[int] | None = None, mode: str = "loc
                "optimal_beats_uniform": obs["optimal"] < obs["uniform"]}
     store.write_json(store.join(work_uri, "verify", "verify.json"), summary)
     return summary
+
+
+def settings_with_schedule(settings: dict, mixture_uri: str) -> dict:
+    """``settings`` (TrainConfig fields) with ``mixture`` and ``upsample`` from a ``mixture.json``."""
+    try:
+        m = store.read_json(mixture_uri)
+    except store.NotFound:
+        raise SweepError(f"no mixture schedule at {mixture_uri}") from None
+    clash = {"mixture", "upsample"} & set(settings)
+    if clash:
+        raise SweepError(f"{sorted(clash)} come from the fitted schedule {mixture_uri}; remove them from the settings")
+    return {**settings, "mixture": m["mixture"], "upsample": m.get("upsample")}

@@ -1,0 +1,1 @@
+"""The main job, curate-and-grow: its config file and its final report."""
