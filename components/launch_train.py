@@ -14,6 +14,7 @@ def launch_training(
     namespace: str = "",
     image: str = "",
     runtime: str = "torch-distributed",
+    runtime_kind: str = "TrainingRuntime",
     nodes: int = 1,
     procs_per_node: int = 1,
     gpus_per_node: int = 1,
@@ -30,8 +31,11 @@ def launch_training(
     created and watched to Complete/Failed; an empty ``name`` is derived from ``config_uri`` (a
     retried task adopts the job it created), an empty ``namespace`` is this pod's.
     ``image``: the training image (the pipeline passes the CUDA image; required in cluster mode).
-    ``mode="local"``: torchrun processes in this pod. The run's summary.json numbers become
-    ``metrics``. ``timeout_s`` 0: no limit of our own. An empty ``config_uri`` trains nothing and returns "" (an unused stage slot).
+    ``runtime_kind``: "TrainingRuntime" (the runtime named ``runtime`` in the job's namespace, as
+    manifests/base installs it: the seedbed-train image under the seedbed-trainer account) or
+    "ClusterTrainingRuntime" (the Trainer's cluster-wide one).
+    ``mode="local"``: torchrun processes in this pod (``runtime`` and ``runtime_kind`` unused).
+    The run's summary.json numbers become ``metrics``. ``timeout_s`` 0: no limit of our own. An empty ``config_uri`` trains nothing and returns "" (an unused stage slot).
     """
     import json
 
@@ -42,7 +46,7 @@ def launch_training(
         return ""
 
     spec = dict(
-        name=name, namespace=namespace, image=image, runtime=runtime, nodes=nodes,
+        name=name, namespace=namespace, image=image, runtime=runtime, runtime_kind=runtime_kind, nodes=nodes,
         procs_per_node=procs_per_node, gpus_per_node=gpus_per_node, cpu_per_node=cpu_per_node,
         memory_per_node=memory_per_node, shm_size=shm_size,
         node_selector=json.loads(node_selector_json or "{}"), tolerations=json.loads(tolerations_json or "[]"),

@@ -9,6 +9,7 @@ def sweep_run(
     mode: str,
     image: str,
     runtime: str,
+    runtime_kind: str,
     nodes: int,
     procs_per_node: int,
     gpus_per_node: int,
@@ -24,7 +25,7 @@ def sweep_run(
 
     from seedbed.mixture.stages import run_item
 
-    spec = dict(image=image, runtime=runtime, nodes=nodes, procs_per_node=procs_per_node,
+    spec = dict(image=image, runtime=runtime, runtime_kind=runtime_kind, nodes=nodes, procs_per_node=procs_per_node,
                 gpus_per_node=gpus_per_node, node_selector=json.loads(node_selector_json or "{}"),
                 tolerations=json.loads(tolerations_json or "[]"))
     return run_item(item, mode, spec)

@@ -102,6 +102,7 @@ def curate_and_grow(
     mode: str = "cluster",
     image: str = TRAIN_IMAGE,
     runtime: str = "torch-distributed",
+    runtime_kind: str = "TrainingRuntime",
     nodes: int = 1,
     procs_per_node: int = 8,
     gpus_per_node: int = 8,
@@ -148,8 +149,9 @@ def curate_and_grow(
         domains_json=domains.output, work_uri=paths["mixture"].output, name="tokens", tokenizer=tokenizer,
         vocab_size=vocab_size, valid_fraction=valid_fraction, overwrite=False,
     ), cpu="4", memory="16G").set_display_name("tokenize domains")
-    launch = dict(mode=mode, image=image, runtime=runtime, nodes=nodes, procs_per_node=procs_per_node,
-                  gpus_per_node=gpus_per_node, node_selector_json=node_selector_json, tolerations_json=tolerations_json)
+    launch = dict(mode=mode, image=image, runtime=runtime, runtime_kind=runtime_kind, nodes=nodes,
+                  procs_per_node=procs_per_node, gpus_per_node=gpus_per_node, node_selector_json=node_selector_json,
+                  tolerations_json=tolerations_json)
     optimum = mixture_dag(
         tokens_uri=tok.outputs["Output"], work_uri=paths["mixture"].output, presets=sweep_presets, tokens=sweep_tokens,
         heldout_presets=sweep_heldout_presets, heldout_tokens=sweep_heldout_tokens, sweep_domains=sweep_domains,

@@ -32,7 +32,7 @@ SWEEP_PARALLELISM = int(os.environ.get("SEEDBED_SWEEP_PARALLELISM", "8"))
 def mixture_dag(
     tokens_uri, work_uri, presets, tokens, heldout_presets, heldout_tokens, sweep_domains, n_mixtures, min_weight,
     eval_points, run_settings, seed, targets, optimize_target, optimize_preset, optimize_tokens, max_repeats,
-    upsample_domains, upsample_fraction, mode, image, runtime, nodes, procs_per_node, gpus_per_node,
+    upsample_domains, upsample_fraction, mode, image, runtime, runtime_kind, nodes, procs_per_node, gpus_per_node,
     node_selector_json, tolerations_json,
 ):
     """Add the sweep → fit → optimum tasks to the pipeline being defined; returns the optimize task
@@ -44,8 +44,9 @@ def mixture_dag(
     ), cpu="1", memory="2G").set_display_name("plan sweep")
     with dsl.ParallelFor(plan.output, parallelism=SWEEP_PARALLELISM) as item:
         run = cluster_settings(sweep_run(
-            item=item, mode=mode, image=image, runtime=runtime, nodes=nodes, procs_per_node=procs_per_node,
-            gpus_per_node=gpus_per_node, node_selector_json=node_selector_json, tolerations_json=tolerations_json,
+            item=item, mode=mode, image=image, runtime=runtime, runtime_kind=runtime_kind, nodes=nodes,
+            procs_per_node=procs_per_node, gpus_per_node=gpus_per_node, node_selector_json=node_selector_json,
+            tolerations_json=tolerations_json,
         ), cpu="2", memory="8G", timeout_s=0).set_display_name("proxy run")
     table = cluster_settings(collect_sweep(work_uri=work_uri, run_uris=dsl.Collected(run.output)),
                              cpu="1", memory="4G").set_display_name("results table")
@@ -89,6 +90,7 @@ def mixture_fit(
     mode: str = "cluster",
     image: str = TRAIN_IMAGE,
     runtime: str = "torch-distributed",
+    runtime_kind: str = "TrainingRuntime",
     nodes: int = 1,
     procs_per_node: int = 1,
     gpus_per_node: int = 1,

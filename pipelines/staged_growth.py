@@ -29,8 +29,8 @@ MAX_STAGES = int(os.environ.get("SEEDBED_MAX_STAGES", "4"))
 
 def growth_dag(
     tokens_uri, work_uri, series, run_settings, tokens_per_param, tokens_csv, lr, fixed_data, basis, width, depth,
-    scratch_baselines, mode, image, runtime, nodes, procs_per_node, gpus_per_node, cpu_per_node, memory_per_node,
-    shm_size, node_selector_json, tolerations_json, train_timeout_s,
+    scratch_baselines, mode, image, runtime, runtime_kind, nodes, procs_per_node, gpus_per_node, cpu_per_node,
+    memory_per_node, shm_size, node_selector_json, tolerations_json, train_timeout_s,
 ):
     """Add the plan → stages (→ baselines) → report tasks to the pipeline being defined; returns
     (the MAX_STAGES stage training tasks, whose outputs are the stage run URIs or "", the report task).
@@ -43,8 +43,8 @@ def growth_dag(
 
     def train(config_task, label):
         return cluster_settings(launch_training(
-            config_uri=config_task.output, mode=mode, image=image, runtime=runtime, nodes=nodes,
-            procs_per_node=procs_per_node, gpus_per_node=gpus_per_node, cpu_per_node=cpu_per_node,
+            config_uri=config_task.output, mode=mode, image=image, runtime=runtime, runtime_kind=runtime_kind,
+            nodes=nodes, procs_per_node=procs_per_node, gpus_per_node=gpus_per_node, cpu_per_node=cpu_per_node,
             memory_per_node=memory_per_node, shm_size=shm_size, node_selector_json=node_selector_json,
             tolerations_json=tolerations_json, timeout_s=train_timeout_s,
         ), cpu="2", memory="8G", timeout_s=0).set_display_name(label)
@@ -86,6 +86,7 @@ def staged_growth(
     mode: str = "cluster",
     image: str = TRAIN_IMAGE,
     runtime: str = "torch-distributed",
+    runtime_kind: str = "TrainingRuntime",
     nodes: int = 1,
     procs_per_node: int = 8,
     gpus_per_node: int = 8,

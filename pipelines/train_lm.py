@@ -37,6 +37,7 @@ def train_lm(
     mode: str = "cluster",
     image: str = TRAIN_IMAGE,
     runtime: str = "torch-distributed",
+    runtime_kind: str = "TrainingRuntime",
     nodes: int = 1,
     procs_per_node: int = 1,
     gpus_per_node: int = 1,
@@ -60,6 +61,9 @@ def train_lm(
         run_settings: JSON object of TrainConfig fields (mixture, upsample, preset, total_tokens, ...).
         tokenizer: "train" (byte-level BPE of `vocab_size` on the domains) or a tokenizer.json URI / "olmo:gpt-neox-20b".
         mode: "cluster" (a Kubeflow Trainer TrainJob) or "local" (torchrun inside the launcher's pod/process).
+        runtime / runtime_kind: the TrainJob's runtime: "TrainingRuntime" is the one of that name in the
+            run's namespace (manifests/base: seedbed-train image, seedbed-trainer account), or
+            "ClusterTrainingRuntime" for the Trainer's cluster-wide one.
         eval_tasks: comma-separated multiple-choice tasks; "none" skips them.
     """
     tok = cluster_settings(tokenize_domains(
@@ -70,9 +74,10 @@ def train_lm(
         tokens_uri=tok.outputs["Output"], work_uri=work_uri, name="train", settings_json=run_settings,
     ), cpu="1", memory="2G").set_display_name("write train config")
     run = cluster_settings(launch_training(
-        config_uri=cfg.output, mode=mode, image=image, runtime=runtime, nodes=nodes, procs_per_node=procs_per_node,
-        gpus_per_node=gpus_per_node, cpu_per_node=cpu_per_node, memory_per_node=memory_per_node, shm_size=shm_size,
-        node_selector_json=node_selector_json, tolerations_json=tolerations_json, timeout_s=train_timeout_s,
+        config_uri=cfg.output, mode=mode, image=image, runtime=runtime, runtime_kind=runtime_kind, nodes=nodes,
+        procs_per_node=procs_per_node, gpus_per_node=gpus_per_node, cpu_per_node=cpu_per_node,
+        memory_per_node=memory_per_node, shm_size=shm_size, node_selector_json=node_selector_json,
+        tolerations_json=tolerations_json, timeout_s=train_timeout_s,
     ), cpu="2", memory="8G", timeout_s=0).set_display_name("train (DeepSpeed)")
     cluster_settings(evaluate_model(
         model_uri=run.outputs["Output"], tokens_uri=tok.outputs["Output"], benchmarks_uri=benchmarks_uri,

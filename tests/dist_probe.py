@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         "local_rank": int(os.environ.get("LOCAL_RANK", "-1")),
         "master_addr": os.environ.get("MASTER_ADDR"),
         "extra_args": extra,
-        "seen_env": {k: os.environ.get(k) for k in ("SEEDBED_PROBE", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")},
+        "seen_env": {k: os.environ.get(k) for k in ("SEEDBED_PROBE", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL",
+                                                    "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE")},
     }))
     dist.barrier()
     if rank == 0:

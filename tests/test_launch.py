@@ -133,9 +133,15 @@ def test_commands_for_each_runtime():
     assert '-x MASTER_ADDR="$master_addr" -x MASTER_PORT=29500' in script
     assert 'RANK="$OMPI_COMM_WORLD_RANK"' in script and "exec python -m seedbed.train.entry" in script
     assert f"seedbed-rank --config {URI}" in script
-    # the S3 keys and the plain env are forwarded to every rank by name, never by value
-    assert "for v in PATH NCCL_DEBUG AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_ENDPOINT_URL AWS_REGION;" in script
+    # the S3 keys, IRSA's web identity and the plain env are forwarded to every rank by name, never
+    # by value, each once
+    assert ("for v in PATH NCCL_DEBUG AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_ENDPOINT_URL AWS_REGION "
+            "AWS_ROLE_ARN AWS_WEB_IDENTITY_TOKEN_FILE AWS_STS_REGIONAL_ENDPOINTS AWS_DEFAULT_REGION;") in script
     subprocess.run(["bash", "-n", "-c", script], check=True)  # valid shell
+    # without the S3 Secret (IRSA only) the web identity is still forwarded
+    keyless = render(runtime="deepspeed-distributed", s3_secret="")["spec"]["trainer"]["command"][2]
+    assert ("for v in PATH NCCL_DEBUG AWS_ROLE_ARN AWS_WEB_IDENTITY_TOKEN_FILE AWS_STS_REGIONAL_ENDPOINTS AWS_REGION "
+            "AWS_DEFAULT_REGION;") in keyless
 
 
 def test_deepspeed_multi_node_warns_about_the_node_image():
@@ -687,7 +693,11 @@ def test_rendered_mpi_command_runs_ranks_with_torch_env(tmp_path):
     (bindir / "mpirun").chmod(0o755)
     env = {"PATH": f"{bindir}:{Path(sys.executable).parent}:/usr/bin:/bin", "FAKE_MPIRUN_LOG": str(tmp_path / "mpirun.json"),
            "PYTHONPATH": str(TESTS), "SEEDBED_PROBE": "mpi",
-           "AWS_SECRET_ACCESS_KEY": "from-secret", "AWS_ACCESS_KEY_ID": "id"}  # as secretKeyRef sets them
+           "AWS_SECRET_ACCESS_KEY": "from-secret", "AWS_ACCESS_KEY_ID": "id",  # as secretKeyRef sets them
+           # as EKS's pod identity webhook sets them in a pod of an IRSA-annotated account
+           "AWS_ROLE_ARN": "arn:aws:iam::111122223333:role/seedbed-example",
+           "AWS_WEB_IDENTITY_TOKEN_FILE": "/var/run/secrets/eks.amazonaws.com/serviceaccount/token",
+           "AWS_STS_REGIONAL_ENDPOINTS": "regional"}
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "mpirun: 2 ranks on 2 node(s)" in res.stdout and "master 127.0.0.1" in res.stdout
@@ -695,11 +705,14 @@ def test_rendered_mpi_command_runs_ranks_with_torch_env(tmp_path):
     assert [(r["rank"], r["world_size"], r["sum"], r["local_rank"]) for r in got] == [(0, 2, 3.0, 0), (1, 2, 3.0, 0)]
     assert all(r["master_addr"] == "127.0.0.1" and r["extra_args"] == ["--flag"] for r in got)
     assert all(r["seen_env"] == {"SEEDBED_PROBE": "mpi", "AWS_SECRET_ACCESS_KEY": "from-secret",
-                                 "AWS_ENDPOINT_URL": None} for r in got)
+                                 "AWS_ENDPOINT_URL": None, "AWS_ROLE_ARN": "arn:aws:iam::111122223333:role/seedbed-example",
+                                 "AWS_WEB_IDENTITY_TOKEN_FILE": "/var/run/secrets/eks.amazonaws.com/serviceaccount/token"}
+               for r in got)
     rec = json.loads((tmp_path / "mpirun.json").read_text())
     # optional Secret keys that are absent are not forwarded (mpirun would choke on them)
     assert rec["forwarded"] == sorted(["MASTER_ADDR", "MASTER_PORT", "PATH", "PYTHONPATH", "SEEDBED_PROBE",
-                                       "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"])
+                                       "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ROLE_ARN",
+                                       "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_STS_REGIONAL_ENDPOINTS"])
     assert rec["argv"][:4] == ["--hostfile", str(hostfile), "-np", "2"]
 
 
@@ -730,7 +743,47 @@ def test_component_wires_the_library(monkeypatch, tmp_path):
     assert out == "s3://b/out" and logged == {"final_loss": 2.5, "mfu": 0.41}
     assert seen["spec"]["node_selector"] == {"pool": "gpu"} and seen["spec"]["tolerations"] == [GPU_TOLERATION]
     assert (seen["mode"], seen["timeout_s"], seen["spec"]["nodes"]) == ("cluster", 600, 2)
+    assert seen["spec"]["runtime_kind"] == "TrainingRuntime"  # the component's default: manifests/base's runtimes
     assert art.metadata == {"mode": "cluster", "out_uri": "s3://b/out"}
+
+
+@pytest.mark.parametrize("kind", [None, "ClusterTrainingRuntime", "TrainingRuntime"])
+def test_components_reference_the_runtime_kind_they_are_given(monkeypatch, tmp_path, kind):
+    """launch_training and sweep_run turn runtime_kind into the TrainJob's runtimeRef.kind (real
+    launch() and render; only the API call is faked); local mode takes the parameter and ignores it."""
+    import seedbed.launch.local as local_mod
+    import seedbed.launch.trainjob as tj
+    import seedbed.mixture.stages as stages
+    from components.launch_train import launch_training
+    from components.sweep_run import sweep_run
+
+    config_uri, out = write_config(tmp_path)
+    out.mkdir()
+    (out / "summary.json").write_text(json.dumps({"final_loss": 2.0}))
+    created = []
+    monkeypatch.setattr(tj, "submit_and_watch", lambda manifest, **kw: created.append(manifest))
+    want = kind or "TrainingRuntime"
+    given = {} if kind is None else {"runtime_kind": kind}
+    art = SimpleNamespace(path=str(tmp_path / "tj.yaml"), metadata={})
+    met = SimpleNamespace(log_metric=lambda k, v: None)
+    assert launch_training.python_func(config_uri=config_uri, trainjob=art, metrics=met, namespace="ns", image="img:1",
+                                       runtime="deepspeed-distributed", **given) == str(out)
+    assert yaml.safe_load(Path(art.path).read_text())["spec"]["runtimeRef"] == created[-1]["spec"]["runtimeRef"]
+    # sweep_run hands its spec to run_item, which passes it to launch() unchanged (seedbed.mixture.stages)
+    monkeypatch.setattr(stages, "run_item", lambda item, mode, spec: launch(config_uri, mode, spec, log=print)["out_uri"])
+    sweep_run.python_func(item="{}", mode="cluster", image="img:1", runtime="torch-distributed", runtime_kind=want,
+                          nodes=1, procs_per_node=1, gpus_per_node=1, node_selector_json="{}", tolerations_json="[]")
+    assert [m["spec"]["runtimeRef"] for m in created] == [
+        {"apiGroup": "trainer.kubeflow.org", "kind": want, "name": "deepspeed-distributed"},
+        {"apiGroup": "trainer.kubeflow.org", "kind": want, "name": "torch-distributed"}]
+    # mode=local: torchrun in this process's pod; no runtime is involved
+    ran = []
+    monkeypatch.setattr(local_mod, "run_torchrun_local", lambda entry, **kw: ran.append(entry))
+    art = SimpleNamespace(path=str(tmp_path / "local.yaml"), metadata={})
+    assert launch_training.python_func(config_uri=config_uri, trainjob=art, metrics=met, mode="local", **given) == str(out)
+    sweep_run.python_func(item="{}", mode="local", image="", runtime="torch-distributed", runtime_kind=want,
+                          nodes=1, procs_per_node=1, gpus_per_node=0, node_selector_json="{}", tolerations_json="[]")
+    assert len(ran) == 2 and len(created) == 2
 
 
 def test_launch_cluster_mode_renders_records_and_watches(tmp_path):

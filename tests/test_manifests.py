@@ -660,6 +660,32 @@ def test_trainjobs_for_the_namespaced_runtimes_refer_to_rendered_ones(runtime):
 
 @needs_kubectl
 @pytest.mark.parametrize("name", OVERLAYS)
+def test_pipelines_default_to_a_runtime_the_overlay_installs(name):
+    """What a training pipeline's TrainJob references by default (runtime_kind, and every runtime
+    seedbed knows) is installed in the namespace and runs every pod as seedbed-trainer: in prod,
+    the account that carries the IAM role."""
+    from pipelines import registry
+    from seedbed.launch.trainjob import RUNTIMES
+
+    objs = overlay(name)
+    kinds = {p: fn.component_spec.inputs["runtime_kind"].default for p, fn in registry().items()
+             if "runtime_kind" in fn.component_spec.inputs}
+    assert set(kinds) == {"train-lm", "staged-growth", "mixture-fit", "curate-and-grow"}
+    assert set(kinds.values()) == {"TrainingRuntime"}
+    for runtime in RUNTIMES:
+        rt = find(objs, "TrainingRuntime", runtime)
+        assert rt is not None and rt["metadata"]["namespace"] == NAMESPACE, runtime
+        accounts = {j["template"]["spec"]["template"]["spec"].get("serviceAccountName")
+                    for j in rt["spec"]["template"]["spec"]["replicatedJobs"]}
+        assert accounts == {TRAINER_SA}, (runtime, accounts)
+    sa = find(objs, "ServiceAccount", TRAINER_SA)
+    assert sa is not None
+    if name == "prod":
+        assert (sa["metadata"].get("annotations") or {}).get(IRSA_ANNOTATION, "").startswith("arn:aws:iam::")
+
+
+@needs_kubectl
+@pytest.mark.parametrize("name", OVERLAYS)
 def test_quota_limits_gpus_and_lets_pods_in(name):
     assert quota_problems(overlay(name)) == []
 

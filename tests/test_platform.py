@@ -65,7 +65,7 @@ def configured(tmp_path_factory):
 
 
 def test_default_settings_of_every_task(default):
-    assert set(default) == {"betr_select", "train_lm", "staged_growth", "mixture_fit"}
+    assert set(default) == {"betr_select", "train_lm", "staged_growth", "mixture_fit", "curate_and_grow"}
     kinds = set()
     for pipeline, docs in default.items():
         for t in tasks(docs):
@@ -90,7 +90,7 @@ def test_default_settings_of_every_task(default):
             assert retry["maxRetryCount"] == 2 and retry["backoffDuration"] == "30s", where
             assert int(retry["backoffMaxDuration"].rstrip("s")) >= 3 * (deadline or 30 * 86400), where
     assert GPU_TASKS | LAUNCHERS <= kinds
-    for name in ("train_lm", "staged_growth", "mixture_fit"):
+    for name in ("train_lm", "staged_growth", "mixture_fit", "curate_and_grow"):
         params = default[name][0]["root"]["inputDefinitions"]["parameters"]
         assert params["node_selector_json"]["defaultValue"] == "{}"
         assert params["tolerations_json"]["defaultValue"] == "[]"
@@ -122,10 +122,50 @@ def test_platform_file_places_cpu_and_gpu_tasks(configured):
                     "32G", "48G", "4"), where
     assert {"embed", "launch-training", "sweep-run", "ingest-corpus"} <= seen
     # TrainJob nodes land on the GPU pool too: the launchers' node selector/tolerations defaults
-    for name in ("train_lm", "staged_growth", "mixture_fit"):
+    for name in ("train_lm", "staged_growth", "mixture_fit", "curate_and_grow"):
         params = configured[name][0]["root"]["inputDefinitions"]["parameters"]
         assert json.loads(params["node_selector_json"]["defaultValue"]) == GPU_SELECTOR
         assert json.loads(params["tolerations_json"]["defaultValue"]) == [GPU_TOLERATION]
+
+
+def _root_parameter(spec: dict, comp: str, param: str) -> str | None:
+    """The root (pipeline) parameter that input ``param`` of component ``comp`` comes from, through
+    any nesting of sub-DAGs (ParallelFor bodies, ...); None if it is not a plain pass-through."""
+    while comp != "root":
+        parents = [(name, t) for name, c in spec["components"].items() for t in c.get("dag", {}).get("tasks", {}).values()
+                   if t["componentRef"]["name"] == comp]
+        parents += [("root", t) for t in spec["root"]["dag"]["tasks"].values() if t["componentRef"]["name"] == comp]
+        if len(parents) != 1:
+            return None
+        comp, task = parents[0]
+        param = task.get("inputs", {}).get("parameters", {}).get(param, {}).get("componentInputParameter")
+        if param is None:
+            return None
+    return param
+
+
+def test_launch_tasks_reference_the_namespaced_runtimes_by_default(default):
+    """Every TrainJob launcher takes runtime_kind from the pipeline parameter, which defaults to the
+    namespaced TrainingRuntime of manifests/base (the seedbed-train image as seedbed-trainer, IRSA in prod)."""
+    launchers = {}
+    for name in ("train_lm", "staged_growth", "mixture_fit", "curate_and_grow"):
+        spec = default[name][0]
+        params = spec["root"]["inputDefinitions"]["parameters"]
+        assert params["runtime_kind"] == {"defaultValue": "TrainingRuntime", "isOptional": True,
+                                          "parameterType": "STRING"}, name
+        assert params["runtime"]["defaultValue"] == "torch-distributed", name
+        for comp_name, comp in [("root", spec["root"]), *spec["components"].items()]:
+            for task_name, t in comp.get("dag", {}).get("tasks", {}).items():
+                kind = re.sub(r"-\d+$", "", t["componentRef"]["name"].removeprefix("comp-"))
+                if kind not in LAUNCHERS:
+                    continue
+                src = t["inputs"]["parameters"]["runtime_kind"]["componentInputParameter"]
+                assert _root_parameter(spec, comp_name, src) == "runtime_kind", f"{name}/{task_name}"
+                launchers.setdefault(name, set()).add(kind)
+    assert launchers == {"train_lm": {"launch-training"}, "staged_growth": {"launch-training"},
+                         "mixture_fit": {"sweep-run"}, "curate_and_grow": {"launch-training", "sweep-run"}}
+    comp = default["train_lm"][0]["components"]["comp-launch-training"]["inputDefinitions"]["parameters"]
+    assert comp["runtime_kind"]["defaultValue"] == "TrainingRuntime"
 
 
 @pytest.mark.parametrize("text, message", [

@@ -2,8 +2,10 @@
 
 The training entrypoint ``python -m seedbed.train.entry --config <uri>`` runs in the pods of one
 ``trainer.kubeflow.org/v1alpha1`` ``TrainJob`` that references a ``ClusterTrainingRuntime`` (the
-Trainer's own, by default) or, with ``runtime_kind="TrainingRuntime"``, the namespaced runtime of
-the same name that ``manifests/base/training-runtimes.yaml`` installs with the seedbed-train image:
+Trainer's own, ``LaunchSpec``'s default) or, with ``runtime_kind="TrainingRuntime"`` (what the
+training pipelines pass by default), the namespaced runtime of the same name that
+``manifests/base/training-runtimes.yaml`` installs with the seedbed-train image and the
+seedbed-trainer account:
 
 * ``torch-distributed``: one pod per node; the runtime's Torch plugin sets ``PET_NNODES``,
   ``PET_NPROC_PER_NODE``, ``PET_NODE_RANK``, ``PET_MASTER_ADDR`` and ``PET_MASTER_PORT`` in the
@@ -16,7 +18,9 @@ the same name that ``manifests/base/training-runtimes.yaml`` installs with the s
   hostfile host as ``MASTER_ADDR`` (mpirun's by-slot mapping puts rank 0 there), forwards it and
   the job's environment to every rank with ``-x`` (mpirun does not forward environment by
   itself), and each rank exports ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``LOCAL_WORLD_SIZE`` from
-  ``OMPI_COMM_WORLD_*`` before ``exec python -m seedbed.train.entry``. With those set,
+  ``OMPI_COMM_WORLD_*`` before ``exec python -m seedbed.train.entry``. The forwarded names
+  include IRSA's (``AWS_ROLE_ARN``, ``AWS_WEB_IDENTITY_TOKEN_FILE``, ... : ``IRSA_ENV``), each
+  only where the launcher pod has it set, so remote ranks reach S3 with the web identity too. With those set,
   ``torch.distributed`` env:// and ``deepspeed.init_distributed`` both work (DeepSpeed then skips
   its mpi4py discovery). Caveat: Kubeflow Trainer before v2.4 applies the TrainJob's image,
   env and resources only to the launcher job; the ``node`` job keeps the runtime's image
@@ -67,6 +71,7 @@ __all__ = [
     "RUNTIMES",
     "RUNTIME_KINDS",
     "S3_SECRET_KEYS",
+    "IRSA_ENV",
     "SPEC_HASH_LABEL",
     "LaunchError",
     "TrainJobFailed",
@@ -105,6 +110,12 @@ S3_SECRET_KEYS = {
     "AWS_ENDPOINT_URL": True,  # absent on AWS proper
     "AWS_REGION": True,
 }
+#: what EKS's pod identity webhook sets in pods whose ServiceAccount carries an
+#: ``eks.amazonaws.com/role-arn`` annotation (IRSA; the token file is a projected volume it mounts
+#: in every such pod, the mpirun ``node`` pods of the namespaced runtimes included): mpirun
+#: forwards them to the remote ranks, whose ssh sessions start without the pod's environment
+IRSA_ENV = ("AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_STS_REGIONAL_ENDPOINTS", "AWS_REGION",
+            "AWS_DEFAULT_REGION")
 ENTRY_MODULE = "seedbed.train.entry"
 MPI_HOSTFILE = "/etc/mpi/hostfile"
 PATCH_MANAGER = "seedbed.io/launch"
@@ -486,7 +497,10 @@ def entry_command(spec: LaunchSpec) -> list[str]:
         # nnodes / nproc-per-node / node-rank / master addr+port: PET_* env from the runtime
         return ["torchrun", "-m", spec.entry_module, *entry]
     # OpenMPI launcher (runs on the launcher pod, which is also node 0)
-    forward = ["PATH", *spec.env, *spec.secret_env, *(S3_SECRET_KEYS if spec.s3_secret else ())]
+    # by name, each once: the job's env, its Secret keys and IRSA's web identity (which boto3 in a
+    # remote rank needs to reach S3 when the pods have no static keys)
+    forward = list(dict.fromkeys(["PATH", *spec.env, *spec.secret_env,
+                                  *(S3_SECRET_KEYS if spec.s3_secret else ()), *IRSA_ENV]))
     rank_cmd = (
         'export RANK="$OMPI_COMM_WORLD_RANK" WORLD_SIZE="$OMPI_COMM_WORLD_SIZE" '
         'LOCAL_RANK="$OMPI_COMM_WORLD_LOCAL_RANK" LOCAL_WORLD_SIZE="$OMPI_COMM_WORLD_LOCAL_SIZE"; '
