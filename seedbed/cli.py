@@ -98,12 +98,15 @@ def _kfp_options(f):
         click.option("--version-name", default=None, help="Pipeline version (default: <git sha>-<YAML sha256>)."),
         click.option("--run-name", default=None, help="Run name (default: PIPELINE VERSION UTC-TIME)."),
         click.option("--service-account", default="", help="Service account of the run's pods (default: KFP's)."),
+        click.option("--config", "config_path", default=None,
+                     help="curate-and-grow: a job config (configs/cluster.yaml); KEY=VALUE overrides it."),
     ]):
         f = opt(f)
     return f
 
 
-def _upload(pipeline, params, host, namespace, experiment, platform_file, version_name, run_name, service_account):
+def _upload(pipeline, params, host, namespace, experiment, platform_file, version_name, run_name, service_account,
+            config_path=None):
     """Check PIPELINE's parameters, compile it, upload it as a version; returns (client, run body)."""
     import inspect
     import tempfile
@@ -119,6 +122,10 @@ def _upload(pipeline, params, host, namespace, experiment, platform_file, versio
     if pipeline not in pipes:
         raise ValueError(f"unknown pipeline {pipeline!r}; known: {sorted(pipes)}")
     p = _coerce_params(_parse_params(params, hint="KEY=VALUE"), pipeline)
+    if config_path:
+        if pipeline != "curate-and-grow":
+            raise ValueError(f"--config describes a curate-and-grow run, not {pipeline}")
+        p = _job_params(config_path, p)
     sig = inspect.signature(pipes[pipeline].pipeline_func)
     missing = sorted(k for k, v in sig.parameters.items() if v.default is inspect.Parameter.empty and k not in p)
     if missing:
@@ -368,6 +375,33 @@ LOCAL_UPSAMPLE = {"wikipedia": 0.1, "books_gutenberg": 0.1, "code_python": 0.15,
                   "science_abstracts": 0.3}
 
 
+def _job_defaults() -> dict:
+    import inspect
+
+    from pipelines import registry
+
+    sig = inspect.signature(registry()["curate-and-grow"].pipeline_func)
+    return {k: v.default for k, v in sig.parameters.items() if v.default is not inspect.Parameter.empty}
+
+
+def _job_params(config_path: str, overrides: dict) -> dict:
+    """A curate-and-grow config (+ KEY=VALUE overrides) as checked pipeline parameters; h* is set
+    for the series' last model at its token target unless the config names another (N, D)."""
+    from seedbed import store
+    from seedbed.job.config import check_params, read_config, to_params
+
+    base = None if store.is_s3(config_path) else Path(config_path).resolve().parent
+    p = to_params(read_config(config_path), base) | overrides
+    missing = [k for k in ("work_uri", "pool_uris", "benchmarks_uri", "domains_json") if k not in p]
+    if missing:
+        raise ValueError(f"the config sets no {', '.join(missing)} (work:, data.pool, data.benchmarks, data.domains)")
+    plan = check_params(_job_defaults() | p)
+    p.setdefault("optimize_preset", plan.stages[-1].preset)
+    p.setdefault("optimize_tokens", int(plan.stages[-1].target_tokens))
+    click.echo(plan.table() + "\n", err=True)
+    return p
+
+
 @run.command("curate-and-grow", cls=_Cmd)
 @click.option("--config", "config_path", default=str(REPO_CONFIGS / "local.yaml"), show_default=True,
               help="The run's YAML config (seedbed/job/config.py); relative paths in it are relative to the file.")
@@ -377,32 +411,15 @@ LOCAL_UPSAMPLE = {"wikipedia": 0.1, "books_gutenberg": 0.1, "code_python": 0.15,
 def run_curate_and_grow(config_path, work, check, params):
     """The main job: BETR selection → mixture fit (the selection is one domain) → staged growth on the
     fitted mixture with end-of-training upsampling → evaluation → report, through kfp.local."""
-    import inspect
+    from seedbed import corpus, store
 
-    from pipelines import registry
-    from seedbed import store
-    from seedbed.job.config import check_params, read_config, to_params
-
-    base = None if store.is_s3(config_path) else Path(config_path).resolve().parent
-    p = to_params(read_config(config_path), base)
+    overrides = _coerce_params(_parse_params(params), "curate-and-grow")
     if work:
-        p["work_uri"] = work if store.is_s3(work) else str(Path(work).resolve())
-    p.update(_coerce_params(_parse_params(params), "curate-and-grow"))
-    sig = inspect.signature(registry()["curate-and-grow"].pipeline_func)
-    missing = [k for k, v in sig.parameters.items() if v.default is inspect.Parameter.empty and k not in p]
-    if missing:
-        raise ValueError(f"the config sets no {', '.join(missing)} (work:, data.pool, data.benchmarks, data.domains)")
-    full = {k: v.default for k, v in sig.parameters.items() if v.default is not inspect.Parameter.empty} | p
-    plan = check_params(full)
-    last = plan.stages[-1]
-    p.setdefault("optimize_preset", last.preset)  # h* is for the model the series ends with
-    p.setdefault("optimize_tokens", int(last.target_tokens))
-    _preflight(full | p)
-    for d, uri in json.loads(p["domains_json"]).items():
-        from seedbed import corpus
-
+        overrides["work_uri"] = work if store.is_s3(work) else str(Path(work).resolve())
+    p = _job_params(config_path, overrides)
+    _preflight(_job_defaults() | p)
+    for uri in json.loads(p["domains_json"]).values():
         corpus.list_shards(uri)  # every domain corpus exists before anything runs
-    click.echo(plan.table() + "\n", err=True)
     if check:
         click.echo(json.dumps(p, indent=2))
         return

@@ -257,3 +257,16 @@ def test_schedule_creates_a_recurring_run_with_the_in_cluster_token(kfp, monkeyp
         res = cli("schedule", "--host", kfp.url, "--namespace", "team-a", *bad, *TRAIN)
         assert res.exit_code == 2 and message in res.stderr, res.stderr
     assert len(kfp.requests) == n  # refused before anything was uploaded
+
+
+def test_submit_curate_and_grow_from_a_job_config(kfp):
+    res = cli("submit", "--host", kfp.url, "--config", str(REPO / "configs" / "cluster.yaml"), "curate-and-grow",
+              "keep_rate=3")
+    assert res.exit_code == 0, res.output + res.stderr
+    params = json.loads(kfp.posts("/runs")[0]["body"])["runtime_config"]["parameters"]
+    assert params["work_uri"] == "s3://my-bucket/seedbed/runs/curate-and-grow-2026-11"
+    assert params["series"] == "1b,2b,4b,8b" and params["keep_rate"] == 3.0  # KEY=VALUE overrides the file
+    assert params["optimize_preset"] == "8b" and params["optimize_tokens"] > 0  # h* for the series' last model
+    assert json.loads(params["domains_json"])["code"] == "s3://my-bucket/domains/code/"
+    res = cli("submit", "--host", kfp.url, "--config", str(REPO / "configs" / "cluster.yaml"), "train-lm")
+    assert res.exit_code == 2 and "describes a curate-and-grow run" in res.stderr

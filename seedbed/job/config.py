@@ -16,7 +16,7 @@ Sections and keys (every key optional; unset keys keep the pipeline's defaults):
               eval_points, settings, targets, optimize_target, max_repeats, upsample_domains,
               upsample_fraction}
     series:  {presets, tokens, tokens_per_param, lr, fixed_data, basis, width, depth, baselines, settings}
-    run:     {mode, image, runtime, nodes, procs_per_node, gpus_per_node, cpu_per_node,
+    run:     {mode, image, runtime, runtime_kind, nodes, procs_per_node, gpus_per_node, cpu_per_node,
               memory_per_node, shm_size, node_selector, tolerations, timeout_s}
     eval:    {tasks, limit, seq_len, batch_size, device}
 
@@ -79,6 +79,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
                "depth": ("depth", str, str), "baselines": ("scratch_baselines", bool, bool),
                "settings": ("train_settings", _json, dict)},
     "run": {"mode": ("mode", str, str), "image": ("image", str, str), "runtime": ("runtime", str, str),
+            "runtime_kind": ("runtime_kind", str, str),
             "nodes": ("nodes", int, int), "procs_per_node": ("procs_per_node", int, int),
             "gpus_per_node": ("gpus_per_node", int, int), "cpu_per_node": ("cpu_per_node", str, (str, int)),
             "memory_per_node": ("memory_per_node", str, str), "shm_size": ("shm_size", str, str),

@@ -61,8 +61,9 @@ def _mixture(work_uri: str, blocks: list) -> dict:
     out = {}
     if fits:
         cols = [c for c in ("additive_train", "additive_heldout", "joint_train", "joint_heldout") if c in fits[0]]
-        blocks.append(Block("p", "Mean relative error (%) of both laws on the proxy runs they were fitted on and on "
-                                 "the held-out runs (a larger model, unseen mixtures)."))
+        blocks.append(Block("p", "Mean relative error (%) of both laws on the proxy runs they were fitted on"
+                                 + (" and on the held-out runs (a larger model, unseen mixtures)."
+                                    if any("heldout" in c for c in cols) else " (the sweep had no held-out runs).")))
         blocks.append(Block("table", headers=["target", *[c.replace("_", " ") + " MRE %" for c in cols]],
                             rows=[[r["target"], *[_f(r.get(c), 2) for c in cols]] for r in fits]))
         out["mre"] = [{k: r.get(k) for k in ("target", *cols)} for r in fits]
