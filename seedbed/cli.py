@@ -696,8 +696,9 @@ def run_mixture_fit(work, tiny, domains_json, sweep_domains, presets, tokens_csv
         for name, obs in v["mean_observed"].items():
             pred = next(r["predicted"] for r in v["runs"] if r["mixture"] == name)
             click.echo(f"  {name:<9} {obs:9.4f}  {pred:9.4f}")
-        click.echo(f"  h* − uniform: {v['optimal_minus_uniform']:+.4f} "
-                   f"({'h* beats uniform' if v['optimal_beats_uniform'] else 'h* does NOT beat uniform'})")
+        click.echo(f"  h* − uniform: {v['optimal_minus_uniform']:+.4f} on average "
+                   f"({'h* beats uniform' if v['optimal_beats_uniform'] else 'h* does NOT beat uniform'}; "
+                   f"lower on {v['seeds_optimal_beats_uniform']} of {len(v['seeds'])} seeds)")
 
 
 def _summarize_mixture(work: str) -> None:

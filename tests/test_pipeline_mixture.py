@@ -16,7 +16,8 @@ DOMS = ["code_python", "math"]
 ARGS = ["--tiny", "--sweep-domains", ",".join(DOMS), "--n-mixtures", "5", "--presets", "tiny-64,tiny-128",
         "--tokens", "6144,6144", "--heldout-presets", "", "--heldout-tokens", "", "--eval-points", "3",
         "--seq-len", "64", "--global-batch-tokens", "1024", "--vocab-size", "1024", "--optimize-preset", "tiny-128",
-        "--optimize-tokens", "200000", "--min-weight", "0.2", "--set", "eval_tokens=2048"]
+        "--optimize-tokens", "6144", "--min-weight", "0.2", "--set", "eval_tokens=2048",
+        "--verify-seeds", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +51,26 @@ def test_sweep_table_fit_and_schedule(finished):
     assert m["upsample"]["fraction"] == 0.15 and abs(sum(m["upsample"]["weights"].values()) - 1) < 1e-6
     from seedbed.train.config import TrainConfig
 
-    TrainConfig.from_dict({"tokens_uri": "-", "out_uri": "-", "preset": "tiny-128", "total_tokens": 200_000,
+    TrainConfig.from_dict({"tokens_uri": "-", "out_uri": "-", "preset": "tiny-128", "total_tokens": 6144,
                            "mixture": m["mixture"], "upsample": m["upsample"]})  # the trainer takes it as is
     assert "Optimal mixture for tiny-128" in res.stdout and "uniform mixture" in res.stdout
+
+
+def test_verify_trains_the_optimum_next_to_uniform_and_natural(finished):
+    work, res = finished
+    v = json.loads((work / "verify" / "verify.json").read_text())
+    assert [(r["mixture"], r["seed"]) for r in v["runs"]] == [("optimal", 0), ("uniform", 0), ("natural", 0)]
+    m = json.loads((work / "mixture.json").read_text())
+    opt, uni = v["runs"][0], v["runs"][1]
+    assert opt["weights"] == pytest.approx(m["optimum"]["weights"]) and opt["run_uri"].endswith("verify/optimal-s0")
+    assert uni["run_uri"].endswith("runs/" + next(r["run_id"] for r in json.loads((work / "sweep.json").read_text())
+                                                  ["plan"]["runs"] if r["preset"] == "tiny-128"
+                                                  and r["mixture"] == {"code_python": 0.5, "math": 0.5}))
+    for r in v["runs"]:  # observed = the trained run's mean held-out loss; predicted from the joint fit
+        assert r["observed"] == pytest.approx(np.mean(list(r["val_loss"].values())))
+        assert 1.0 < r["predicted"] < 10.0
+    assert v["optimal_minus_uniform"] == pytest.approx(opt["observed"] - uni["observed"])
+    assert "h* − uniform" in res.stdout
 
 
 def test_rerun_skips_finished_runs(finished):

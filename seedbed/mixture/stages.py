@@ -151,7 +151,7 @@ def optimize_stage(work_uri: str, fits_uri: str, target: str, preset: str, n_tok
 
 
 def verify_stage(work_uri: str, seeds: list[int] | None = None, mode: str = "local", spec: dict | None = None,
-                 log=print) -> dict:
+                 log=print, mixtures: list[str] | None = None) -> dict:
     """Train the optimum of ``mixture.json`` next to the uniform and natural mixtures at its (N, D),
     with the proxy runs' settings (constant lr), and compare observed with predicted target loss.
 
@@ -174,9 +174,13 @@ def verify_stage(work_uri: str, seeds: list[int] | None = None, mode: str = "loc
     rows = fits if isinstance(fits, list) else fits.get("rows", fits.get("fits", []))
     fit = FitResult.from_dict(next(r for r in rows if r.get("target") == m["target"])["joint"])
     opt = m["optimum"]
-    mixtures = {"optimal": opt["weights"], "uniform": opt["uniform"]["weights"]}
+    candidates = {"optimal": opt["weights"], "uniform": opt["uniform"]["weights"]}
     if opt.get("natural"):
-        mixtures["natural"] = opt["natural"]["weights"]
+        candidates["natural"] = opt["natural"]["weights"]
+    unknown = sorted(set(mixtures or []) - set(candidates))
+    if unknown or (mixtures is not None and not {"optimal", "uniform"} <= set(mixtures)):
+        raise SweepError(f"mixtures {mixtures}: choose among {sorted(candidates)}, 'optimal' and 'uniform' included")
+    mixtures = {k: w for k, w in candidates.items() if mixtures is None or k in mixtures}
     N = float(param_count(get_preset(m["preset"]), plan.vocab_size, embeddings=False))
     batch = int(plan.settings.get("global_batch_tokens", TrainConfig.global_batch_tokens))
     tokens = int(m["n_tokens"]) // batch * batch
@@ -206,10 +210,12 @@ def verify_stage(work_uri: str, seeds: list[int] | None = None, mode: str = "loc
                             "predicted": predicted, "val_loss": {d: float(val[d]) for d in plan.domains},
                             "run_uri": out})
     obs = {name: float(np.mean([r["observed"] for r in results if r["mixture"] == name])) for name in mixtures}
+    by = {(r["mixture"], r["seed"]): r["observed"] for r in results}
     summary = {"target": m["target"], "preset": m["preset"], "n_tokens": tokens, "seeds": seeds or [0],
                "runs": results, "mean_observed": obs,
                "optimal_minus_uniform": obs["optimal"] - obs["uniform"],
-               "optimal_beats_uniform": obs["optimal"] < obs["uniform"]}
+               "optimal_beats_uniform": obs["optimal"] < obs["uniform"],
+               "seeds_optimal_beats_uniform": sum(by[("optimal", s)] < by[("uniform", s)] for s in seeds or [0])}
     store.write_json(store.join(work_uri, "verify", "verify.json"), summary)
     return summary
 
