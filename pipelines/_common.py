@@ -142,6 +142,9 @@ def cluster_settings(task: dsl.PipelineTask, cpu: str = "2", memory: str = "8G",
     if "memory_limit" in over:
         task.set_memory_limit(over["memory_limit"])
     kubernetes.use_secret_as_env(task, secret_name=PLATFORM.s3_secret, secret_key_to_env={k: k for k in S3_SECRET_KEYS})
+    # what a launcher puts in the TrainJob it creates (seedbed.launch.launch reads them)
+    task.set_env_variable("SEEDBED_S3_SECRET", PLATFORM.s3_secret)
+    task.set_env_variable("SEEDBED_GPU_RESOURCE", PLATFORM.gpu.resource)
     if gpus:
         task.set_accelerator_type(PLATFORM.gpu.resource).set_accelerator_limit(gpus)
         kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory",

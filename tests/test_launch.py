@@ -806,3 +806,21 @@ def test_launch_cluster_mode_renders_records_and_watches(tmp_path):
     with pytest.raises(LaunchError, match="mode 'k8s'"):
         launch(config_uri, "k8s", {})
     assert scalar_metrics({"a": float("nan"), "b": 1}) == {"b": 1.0}
+
+
+def test_cluster_launch_takes_the_platform_secret_and_gpu_resource_from_env(tmp_path, monkeypatch):
+    """The compiled pipelines set SEEDBED_S3_SECRET / SEEDBED_GPU_RESOURCE from the platform file on
+    every task; the TrainJob a launcher creates uses them (an explicit spec value still wins)."""
+    config_uri, out = write_config(tmp_path)
+    out.mkdir()
+    (out / "summary.json").write_text(json.dumps({"final_loss": 3.0}))
+    monkeypatch.setenv("SEEDBED_S3_SECRET", "other-s3")
+    monkeypatch.setenv("SEEDBED_GPU_RESOURCE", "amd.com/gpu")
+    for spec, secret, resource in (({}, "other-s3", "amd.com/gpu"), ({"s3_secret": "mine"}, "mine", "amd.com/gpu")):
+        api = FakeApi(Clock(), sessions=[[("MODIFIED", COMPLETE)]])
+        record = tmp_path / "trainjob.yaml"
+        launch(config_uri, "cluster", {"namespace": "ns", "image": "img:1", "gpus_per_node": 2, **spec},
+               record_path=record, api=api, log=lambda s: None)
+        text = record.read_text()
+        assert f"name: {secret}" in text and "seedbed-s3" not in text
+        assert f"{resource}: '2'" in text or f"{resource}: 2" in text, text

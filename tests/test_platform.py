@@ -74,6 +74,9 @@ def test_default_settings_of_every_task(default):
             assert t["task"]["cachingOptions"].get("enableCache") is not True, where
             (secret,) = k8s["secretAsEnv"]
             assert secret["secretName"] == "seedbed-s3" and not secret["optional"], where
+            env = {e["name"]: e["value"] for e in docs[0]["deploymentSpec"]["executors"][
+                t["task"]["componentRef"]["name"].replace("comp-", "exec-", 1)]["container"].get("env", [])}
+            assert env == {"SEEDBED_S3_SECRET": "seedbed-s3", "SEEDBED_GPU_RESOURCE": "nvidia.com/gpu"}, where
             assert {k["secretKey"] for k in secret["keyToEnv"]} == S3_KEYS == {k["envVar"] for k in secret["keyToEnv"]}
             assert "nodeSelector" not in k8s and "tolerations" not in k8s, where
             assert res["resourceCpuRequest"] and res["resourceMemoryRequest"], where
@@ -104,6 +107,9 @@ def test_platform_file_places_cpu_and_gpu_tasks(configured):
             k8s, res, kind, where = t["k8s"], t["resources"], t["kind"], f"{pipeline}/{t['name']}"
             seen.add(kind)
             assert k8s["secretAsEnv"][0]["secretName"] == "other-s3", where
+            env = {e["name"]: e["value"] for e in docs[0]["deploymentSpec"]["executors"][
+                t["task"]["componentRef"]["name"].replace("comp-", "exec-", 1)]["container"].get("env", [])}
+            assert env["SEEDBED_S3_SECRET"] == "other-s3", where  # what the launchers put in the TrainJob
             assert t["task"]["retryPolicy"]["maxRetryCount"] == 3, where
             gpus = {"embed": 2, "launch-training": 1}.get(kind, 1 if kind in GPU_TASKS else 0)
             acc = res.get("accelerator", {})

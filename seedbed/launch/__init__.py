@@ -10,6 +10,7 @@ scalar fields picked out as metrics.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -75,7 +76,8 @@ def launch(
 
     ``spec``: :class:`~seedbed.launch.trainjob.LaunchSpec` fields (``config_uri`` is filled in;
     an empty ``name`` becomes :func:`~seedbed.launch.trainjob.default_name`, an empty ``namespace``
-    the current one). Local mode uses ``nodes``, ``procs_per_node``, ``env``, ``entry_args`` and
+    the current one; ``s3_secret`` / ``gpu_resource`` default to ``$SEEDBED_S3_SECRET`` /
+    ``$SEEDBED_GPU_RESOURCE``, which the compiled pipelines set from the platform file). Local mode uses ``nodes``, ``procs_per_node``, ``env``, ``entry_args`` and
     ``entry_module`` from it. ``record_path``: where to write what was run (the TrainJob YAML, or
     the local torchrun command lines).
     """
@@ -107,6 +109,10 @@ def launch(
                                  log_dir=log_dir, master_port=port, module=module, log=log)
     else:
         spec["config_uri"] = config_uri
+        # the platform file's Secret and GPU resource, which the compiled pipeline gives every task as env
+        for key, var in (("s3_secret", "SEEDBED_S3_SECRET"), ("gpu_resource", "SEEDBED_GPU_RESOURCE")):
+            if key not in spec and os.environ.get(var):
+                spec[key] = os.environ[var]
         if not spec.get("name"):
             spec["name"] = trainjob.default_name(config_uri)
         if not spec.get("namespace"):
