@@ -5,6 +5,10 @@ the fitted schedule → evaluation of both models → one report."""
 import json
 
 import pytest
+
+# about 4.5 minutes on 2 cores: the README's first command runs the same pipeline at a larger size;
+# `bash scripts/test.sh -m slow` runs this
+pytestmark = pytest.mark.slow
 import yaml
 from conftest import run_cli as _run
 
