@@ -52,6 +52,7 @@ def test_sweep_table_fit_and_schedule(finished):
     from seedbed.train.config import TrainConfig
 
     TrainConfig.from_dict({"tokens_uri": "-", "out_uri": "-", "preset": "tiny-128", "total_tokens": 6144,
+                           "seq_len": 64, "global_batch_tokens": 1024,
                            "mixture": m["mixture"], "upsample": m["upsample"]})  # the trainer takes it as is
     assert "Optimal mixture for tiny-128" in res.stdout and "uniform mixture" in res.stdout
 
