@@ -25,8 +25,8 @@ from components.apply_mixture import apply_mixture
 from components.evaluate import evaluate_model
 from components.job_paths import job_path
 from components.job_report import job_report
-from components.tokenize_domains import tokenize_domains
 from pipelines._common import PLATFORM, cluster_settings
+from pipelines._tasks import tokenize_task
 from pipelines.betr_select import betr_dag
 from pipelines.mixture_fit import mixture_dag
 from pipelines.staged_growth import growth_dag
@@ -145,10 +145,7 @@ def curate_and_grow(
     domains = cluster_settings(add_domain(domains_json=domains_json, name=betr_domain,
                                           corpus_uri=paths["filtered"].output), cpu="0.5", memory="1G"
                                ).set_display_name("domains + BETR selection")
-    tok = cluster_settings(tokenize_domains(
-        domains_json=domains.output, work_uri=paths["mixture"].output, name="tokens", tokenizer=tokenizer,
-        vocab_size=vocab_size, valid_fraction=valid_fraction, overwrite=False,
-    ), cpu="4", memory="16G").set_display_name("tokenize domains")
+    tok = tokenize_task(domains.output, paths["mixture"].output, tokenizer, vocab_size, valid_fraction)
     launch = dict(mode=mode, image=image, runtime=runtime, runtime_kind=runtime_kind, nodes=nodes,
                   procs_per_node=procs_per_node, gpus_per_node=gpus_per_node, node_selector_json=node_selector_json,
                   tolerations_json=tolerations_json)

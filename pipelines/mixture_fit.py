@@ -22,8 +22,8 @@ from components.fit_mixture import fit_mixture
 from components.optimize_mixture import optimize_mixture
 from components.plan_sweep import plan_sweep
 from components.sweep_run import sweep_run
-from components.tokenize_domains import tokenize_domains
 from pipelines._common import PLATFORM, cluster_settings
+from pipelines._tasks import tokenize_task
 
 #: proxy runs trained at once on a cluster (compile-time: KFP needs a constant here)
 SWEEP_PARALLELISM = int(os.environ.get("SEEDBED_SWEEP_PARALLELISM", "8"))
@@ -108,9 +108,6 @@ def mixture_fit(
         max_repeats: repetition cap per domain (h_i·D ≤ max_repeats × its unique tokens).
         upsample_domains: domains the end-of-training window upweights ("" = those h* weights most).
     """
-    tok = cluster_settings(tokenize_domains(
-        domains_json=domains_json, work_uri=work_uri, name="tokens", tokenizer=tokenizer, vocab_size=vocab_size,
-        valid_fraction=valid_fraction, overwrite=False,
-    ), cpu="4", memory="16G").set_display_name("tokenize domains")
+    tok = tokenize_task(domains_json, work_uri, tokenizer, vocab_size, valid_fraction)
     args = {k: v for k, v in locals().items() if k not in ("tokenizer", "vocab_size", "valid_fraction", "domains_json", "tok")}
     mixture_dag(tokens_uri=tok.outputs["Output"], **args)

@@ -20,9 +20,9 @@ from components.launch_train import launch_training
 from components.plan_growth import plan_growth
 from components.prepare_stage import prepare_stage
 from components.series_report import series_report
-from components.tokenize_domains import tokenize_domains
 from components._images import TRAIN_IMAGE
 from pipelines._common import PLATFORM, cluster_settings
+from pipelines._tasks import tokenize_task
 
 MAX_STAGES = int(os.environ.get("SEEDBED_MAX_STAGES", "4"))
 
@@ -112,9 +112,6 @@ def staged_growth(
         scratch_baselines: also train each size from scratch on T_i tokens (same FLOPs as the
             series when stage i is released) for the report.
     """
-    tok = cluster_settings(tokenize_domains(
-        domains_json=domains_json, work_uri=work_uri, name="tokens", tokenizer=tokenizer, vocab_size=vocab_size,
-        valid_fraction=valid_fraction, overwrite=False,
-    ), cpu="4", memory="16G").set_display_name("tokenize domains")
+    tok = tokenize_task(domains_json, work_uri, tokenizer, vocab_size, valid_fraction)
     args = {k: v for k, v in locals().items() if k not in ("tokenizer", "vocab_size", "valid_fraction", "domains_json", "tok")}
     growth_dag(tokens_uri=tok.outputs["Output"], **args)

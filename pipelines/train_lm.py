@@ -15,10 +15,10 @@ from kfp import dsl
 
 from components.evaluate import evaluate_model
 from components.launch_train import launch_training
-from components.tokenize_domains import tokenize_domains
 from components.train_config import write_train_config
 from components._images import TRAIN_IMAGE
 from pipelines._common import PLATFORM, cluster_settings
+from pipelines._tasks import tokenize_task
 
 
 @dsl.pipeline(
@@ -66,10 +66,7 @@ def train_lm(
             "ClusterTrainingRuntime" for the Trainer's cluster-wide one.
         eval_tasks: comma-separated multiple-choice tasks; "none" skips them.
     """
-    tok = cluster_settings(tokenize_domains(
-        domains_json=domains_json, work_uri=work_uri, name="tokens", tokenizer=tokenizer, vocab_size=vocab_size,
-        valid_fraction=valid_fraction, overwrite=False,
-    ), cpu="4", memory="16G").set_display_name("tokenize domains")
+    tok = tokenize_task(domains_json, work_uri, tokenizer, vocab_size, valid_fraction)
     cfg = cluster_settings(write_train_config(
         tokens_uri=tok.outputs["Output"], work_uri=work_uri, name="train", settings_json=run_settings,
     ), cpu="1", memory="2G").set_display_name("write train config")
