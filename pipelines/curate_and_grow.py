@@ -22,11 +22,10 @@ from kfp import dsl
 from components._images import TRAIN_IMAGE
 from components.add_domain import add_domain
 from components.apply_mixture import apply_mixture
-from components.evaluate import evaluate_model
 from components.job_paths import job_path
 from components.job_report import job_report
 from pipelines._common import PLATFORM, cluster_settings
-from pipelines._tasks import tokenize_task
+from pipelines._tasks import evaluate_task, tokenize_task
 from pipelines.betr_select import betr_dag
 from pipelines.mixture_fit import mixture_dag
 from pipelines.staged_growth import growth_dag
@@ -166,10 +165,9 @@ def curate_and_grow(
         cpu_per_node=cpu_per_node, memory_per_node=memory_per_node, shm_size=shm_size,
         train_timeout_s=train_timeout_s, **launch,
     )
-    evals = [cluster_settings(evaluate_model(
-        model_uri=stage.outputs["Output"], tokens_uri=tok.outputs["Output"], benchmarks_uri=benchmarks_uri, tasks_csv=eval_tasks,
-        work_uri=paths["growth"].output, name=f"eval-{i}", seq_len=eval_seq_len, limit=eval_limit,
-        batch_size=eval_batch_size, device=eval_device,
-    ), cpu="4", memory="16G", gpus=1).set_display_name(f"evaluate stage {i}") for i, stage in enumerate(stages, 1)]
+    evaluation = dict(benchmarks_uri=benchmarks_uri, tasks_csv=eval_tasks, seq_len=eval_seq_len, limit=eval_limit,
+                      batch_size=eval_batch_size, device=eval_device)
+    evals = [evaluate_task(stage.outputs["Output"], tok.outputs["Output"], paths["growth"].output, f"eval-{i}",
+                           f"evaluate stage {i}", evaluation) for i, stage in enumerate(stages, 1)]
     cluster_settings(job_report(work_uri=work_uri, betr_domain=betr_domain), cpu="1", memory="4G") \
         .set_display_name("report").after(series_rep, *evals)

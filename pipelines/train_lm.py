@@ -13,12 +13,11 @@ upsample window, preset, token budget, batch, ZeRO stage...), see docs/training.
 
 from kfp import dsl
 
-from components.evaluate import evaluate_model
 from components.launch_train import launch_training
 from components.train_config import write_train_config
 from components._images import TRAIN_IMAGE
 from pipelines._common import PLATFORM, cluster_settings
-from pipelines._tasks import tokenize_task
+from pipelines._tasks import evaluate_task, tokenize_task
 
 
 @dsl.pipeline(
@@ -76,8 +75,6 @@ def train_lm(
         memory_per_node=memory_per_node, shm_size=shm_size, node_selector_json=node_selector_json,
         tolerations_json=tolerations_json, timeout_s=train_timeout_s,
     ), cpu="2", memory="8G", timeout_s=0).set_display_name("train (DeepSpeed)")
-    cluster_settings(evaluate_model(
-        model_uri=run.outputs["Output"], tokens_uri=tok.outputs["Output"], benchmarks_uri=benchmarks_uri,
-        tasks_csv=eval_tasks, work_uri=work_uri, name="eval", seq_len=eval_seq_len, limit=eval_limit,
-        batch_size=eval_batch_size, device=eval_device,
-    ), cpu="4", memory="16G", gpus=1).set_display_name("evaluate")
+    evaluation = dict(benchmarks_uri=benchmarks_uri, tasks_csv=eval_tasks, seq_len=eval_seq_len, limit=eval_limit,
+                      batch_size=eval_batch_size, device=eval_device)
+    evaluate_task(run.outputs["Output"], tok.outputs["Output"], work_uri, "eval", "evaluate", evaluation)
