@@ -649,7 +649,7 @@ def run_mixture_fit(work, tiny, domains_json, sweep_domains, presets, tokens_csv
                     upsample_fraction, vocab_size, seed, verify_seeds, sets, params):
     """Proxy sweep → mixture-law fits → optimal mixture and upsampling schedule (SPEC §2, §3), locally."""
     from seedbed import store
-    from seedbed.mixture.sweep import SweepError, design_sweep
+    from seedbed.mixture.sweep import SweepError, check_choices, design_sweep
     from seedbed.train.entry import _parse_sets
 
     if not store.is_s3(work):
@@ -658,16 +658,9 @@ def run_mixture_fit(work, tiny, domains_json, sweep_domains, presets, tokens_csv
     csv = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
     ints = lambda s: [int(float(x)) for x in csv(s)]  # noqa: E731
     mixed = csv(sweep_domains) or sorted(domains)
-    unknown = sorted(set(mixed) - set(domains))
-    if unknown:
-        raise SweepError(f"--sweep-domains names {unknown}, which are not among the corpora {sorted(domains)}")
-    for flag, names in (("--targets", csv(targets)), ("--optimize-target", [optimize_target]),
-                        ("--upsample-domains", csv(upsample_domains))):
-        bad = sorted(set(names) - set(mixed) - ({"mean"} if flag != "--upsample-domains" else set()))
-        if bad:
-            raise SweepError(f"{flag} names {bad}: use 'mean' or one of the swept domains {mixed}")
-    if optimize_target not in csv(targets):
-        raise SweepError(f"--optimize-target {optimize_target!r} must be one of --targets {csv(targets)}")
+    problems = check_choices(sorted(domains), mixed, csv(targets), optimize_target, csv(upsample_domains))
+    if problems:
+        raise SweepError("; ".join(problems))
     settings = {"seq_len": seq_len, "global_batch_tokens": global_batch_tokens, "micro_batch_size": micro_batch,
                 "warmup_steps": 5}
     settings.update(_parse_sets(sets))

@@ -90,6 +90,9 @@ SCHEMA: dict[str, dict[str, tuple]] = {
              "device": ("eval_device", str, str)},
 }
 TOP = ("work", *SCHEMA)
+#: the config keys of the mixture fit's choices, as :func:`seedbed.mixture.sweep.check_choices` names them
+SWEEP_KEYS = {"domains": "sweep.domains", "targets": "sweep.targets", "optimize_target": "sweep.optimize_target",
+              "upsample_domains": "sweep.upsample_domains"}
 
 
 def read_config(path: str) -> dict:
@@ -149,7 +152,7 @@ def check_params(p: dict):
     Returns the growth plan (its last stage is the model h* is computed for)."""
     from seedbed.growth.plan import plan_series
     from seedbed.growth.series import check_stage_settings
-    from seedbed.mixture.sweep import design_sweep
+    from seedbed.mixture.sweep import check_choices, design_sweep
 
     problems = []
     domains = json.loads(p.get("domains_json") or "{}")
@@ -160,17 +163,9 @@ def check_params(p: dict):
         problems.append(f"betr.domain {betr!r} is also a name in data.domains; pick another")
     names = sorted({*domains, betr})
     mixed = [d.strip() for d in p.get("sweep_domains", "").split(",") if d.strip()] or names
-    for d in sorted(set(mixed) - set(names)):
-        problems.append(f"sweep.domains names {d!r}, which is neither the BETR domain nor in data.domains ({names})")
-    targets = [t.strip() for t in p.get("fit_targets", "mean").split(",") if t.strip()]
-    for t in targets:
-        if t != "mean" and t not in mixed:
-            problems.append(f"sweep.targets names {t!r}: use 'mean' or a swept domain ({mixed})")
-    if p.get("optimize_target", "mean") not in targets:
-        problems.append(f"sweep.optimize_target {p.get('optimize_target')!r} must be one of sweep.targets {targets}")
-    for d in [x for x in p.get("upsample_domains", "").split(",") if x.strip()]:
-        if d not in mixed:
-            problems.append(f"sweep.upsample_domains names {d!r}, not a swept domain ({mixed})")
+    problems += check_choices(names, mixed, [t.strip() for t in p.get("fit_targets", "mean").split(",") if t.strip()],
+                              p.get("optimize_target", "mean"),
+                              [x for x in p.get("upsample_domains", "").split(",") if x.strip()], SWEEP_KEYS)
     train = json.loads(p.get("train_settings") or "{}")
     for k in ("mixture", "upsample"):
         if k in train:

@@ -137,6 +137,29 @@ def design_sweep(domains: list[str], presets: list[str], tokens: list[int], sett
     return plan
 
 
+#: how :func:`check_choices` names each choice in its messages (the CLI's flags; the job config passes its keys)
+FLAGS = {"domains": "--sweep-domains", "targets": "--targets", "optimize_target": "--optimize-target",
+         "upsample_domains": "--upsample-domains"}
+
+
+def check_choices(corpora: list[str], mixed: list[str], targets: list[str], optimize_target: str,
+                  upsample_domains: list[str], names: dict = FLAGS) -> list[str]:
+    """A mixture fit's named choices, checked before anything runs: the swept domains are corpora,
+    each target is 'mean' or a swept domain, h*'s target is fitted, the upsampled domains are swept.
+    Returns every problem, each naming its choice as ``names`` spells it."""
+    problems = [f"{names['domains']} names {d!r}, which is not among the corpora {sorted(corpora)}"
+                for d in sorted(set(mixed) - set(corpora))]
+    bad = sorted(set(targets) - set(mixed) - {"mean"})
+    if bad:
+        problems.append(f"{names['targets']} names {bad}: use 'mean' or one of the swept domains {mixed}")
+    if optimize_target not in targets:
+        problems.append(f"{names['optimize_target']} {optimize_target!r} must be one of {names['targets']} {targets}")
+    bad = sorted(set(upsample_domains) - set(mixed))
+    if bad:
+        problems.append(f"{names['upsample_domains']} names {bad}, not among the swept domains {mixed}")
+    return problems
+
+
 def run_settings(plan: SweepPlan, run: SweepRun, tokens_uri: str, out_uri: str) -> dict:
     """The TrainConfig of one proxy run: constant lr after warmup (SPEC §2), held-out loss every ``eval_every`` steps."""
     return {**plan.settings, "tokens_uri": tokens_uri, "out_uri": out_uri, "name": run.run_id, "preset": run.preset,
