@@ -5,6 +5,7 @@ beyond ``cluster_settings``."""
 from __future__ import annotations
 
 from components.evaluate import evaluate_model
+from components.launch_train import launch_training
 from components.tokenize_domains import tokenize_domains
 from pipelines._common import cluster_settings
 
@@ -25,3 +26,13 @@ def evaluate_task(model_uri, tokens_uri, work_uri, name, label, evaluation: dict
     return cluster_settings(evaluate_model(
         model_uri=model_uri, tokens_uri=tokens_uri, work_uri=work_uri, name=name, **evaluation,
     ), cpu="4", memory="16G", gpus=1).set_display_name(label)
+
+
+def train_task(config_uri, label, launch: dict):
+    """Train the TrainConfig at ``config_uri`` (a TrainJob on a cluster, torchrun in the launcher's pod
+    with mode=local; an empty ``config_uri`` trains nothing). ``launch``: launch_training's remaining
+    arguments as the pipeline sets them (mode, image, runtime, runtime_kind, nodes, procs_per_node,
+    gpus_per_node, cpu_per_node, memory_per_node, shm_size, node_selector_json, tolerations_json,
+    timeout_s). The launcher only watches the run, so its pod has no deadline of its own."""
+    return cluster_settings(launch_training(config_uri=config_uri, **launch), cpu="2", memory="8G",
+                            timeout_s=0).set_display_name(label)

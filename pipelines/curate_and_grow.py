@@ -162,8 +162,8 @@ def curate_and_grow(
         tokens_uri=tok.outputs["Output"], work_uri=paths["growth"].output, series=series,
         run_settings=settings.output, tokens_per_param=tokens_per_param, tokens_csv=series_tokens, lr=lr,
         fixed_data=fixed_data, basis=basis, width=width, depth=depth, scratch_baselines=scratch_baselines,
-        cpu_per_node=cpu_per_node, memory_per_node=memory_per_node, shm_size=shm_size,
-        train_timeout_s=train_timeout_s, **launch,
+        launch=dict(launch, cpu_per_node=cpu_per_node, memory_per_node=memory_per_node, shm_size=shm_size,
+                    timeout_s=train_timeout_s),
     )
     evaluation = dict(benchmarks_uri=benchmarks_uri, tasks_csv=eval_tasks, seq_len=eval_seq_len, limit=eval_limit,
                       batch_size=eval_batch_size, device=eval_device)

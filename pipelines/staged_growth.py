@@ -16,48 +16,38 @@ import os
 
 from kfp import dsl
 
-from components.launch_train import launch_training
 from components.plan_growth import plan_growth
 from components.prepare_stage import prepare_stage
 from components.series_report import series_report
 from components._images import TRAIN_IMAGE
 from pipelines._common import PLATFORM, cluster_settings
-from pipelines._tasks import tokenize_task
+from pipelines._tasks import tokenize_task, train_task
 
 MAX_STAGES = int(os.environ.get("SEEDBED_MAX_STAGES", "4"))
 
 
 def growth_dag(
     tokens_uri, work_uri, series, run_settings, tokens_per_param, tokens_csv, lr, fixed_data, basis, width, depth,
-    scratch_baselines, mode, image, runtime, runtime_kind, nodes, procs_per_node, gpus_per_node, cpu_per_node,
-    memory_per_node, shm_size, node_selector_json, tolerations_json, train_timeout_s,
+    scratch_baselines, launch: dict,
 ):
     """Add the plan → stages (→ baselines) → report tasks to the pipeline being defined; returns
     (the MAX_STAGES stage training tasks, whose outputs are the stage run URIs or "", the report task).
-    Shared by staged-growth and curate-and-grow."""
+    ``launch``: where every stage trains (``train_task``'s). Shared by staged-growth and curate-and-grow."""
     plan = cluster_settings(plan_growth(
         tokens_uri=tokens_uri, work_uri=work_uri, series_csv=series, tokens_csv=tokens_csv,
         tokens_per_param=tokens_per_param, lr=lr, fixed_data=fixed_data, basis=basis, width=width, depth=depth,
         settings_json=run_settings,
     ), cpu="1", memory="2G").set_display_name("plan series")
 
-    def train(config_task, label):
-        return cluster_settings(launch_training(
-            config_uri=config_task.output, mode=mode, image=image, runtime=runtime, runtime_kind=runtime_kind,
-            nodes=nodes, procs_per_node=procs_per_node, gpus_per_node=gpus_per_node, cpu_per_node=cpu_per_node,
-            memory_per_node=memory_per_node, shm_size=shm_size, node_selector_json=node_selector_json,
-            tolerations_json=tolerations_json, timeout_s=train_timeout_s,
-        ), cpu="2", memory="8G", timeout_s=0).set_display_name(label)
-
     prev, stages, runs = plan, [], []
     for i in range(1, MAX_STAGES + 1):
         cfg = cluster_settings(prepare_stage(work_uri=work_uri, stage=i, scratch=False, enabled=True),
                                cpu="4", memory="32G").set_display_name(f"stage {i}: grow + config").after(prev)
-        prev = train(cfg, f"stage {i}: train")
+        prev = train_task(cfg.output, f"stage {i}: train", launch)
         stages.append(prev)
         base_cfg = cluster_settings(prepare_stage(work_uri=work_uri, stage=i, scratch=True, enabled=scratch_baselines),
                                     cpu="1", memory="2G").set_display_name(f"baseline {i}: config").after(plan)
-        runs += [prev, train(base_cfg, f"baseline {i}: train from scratch")]
+        runs += [prev, train_task(base_cfg.output, f"baseline {i}: train from scratch", launch)]
     report = cluster_settings(series_report(work_uri=work_uri), cpu="1", memory="4G").set_display_name("series report")
     return stages, report.after(*runs)
 
@@ -113,5 +103,10 @@ def staged_growth(
             series when stage i is released) for the report.
     """
     tok = tokenize_task(domains_json, work_uri, tokenizer, vocab_size, valid_fraction)
-    args = {k: v for k, v in locals().items() if k not in ("tokenizer", "vocab_size", "valid_fraction", "domains_json", "tok")}
-    growth_dag(tokens_uri=tok.outputs["Output"], **args)
+    launch = dict(mode=mode, image=image, runtime=runtime, runtime_kind=runtime_kind, nodes=nodes,
+                  procs_per_node=procs_per_node, gpus_per_node=gpus_per_node, cpu_per_node=cpu_per_node,
+                  memory_per_node=memory_per_node, shm_size=shm_size, node_selector_json=node_selector_json,
+                  tolerations_json=tolerations_json, timeout_s=train_timeout_s)
+    growth_dag(tokens_uri=tok.outputs["Output"], work_uri=work_uri, series=series, run_settings=run_settings,
+               tokens_per_param=tokens_per_param, tokens_csv=tokens_csv, lr=lr, fixed_data=fixed_data, basis=basis,
+               width=width, depth=depth, scratch_baselines=scratch_baselines, launch=launch)

@@ -13,11 +13,10 @@ upsample window, preset, token budget, batch, ZeRO stage...), see docs/training.
 
 from kfp import dsl
 
-from components.launch_train import launch_training
 from components.train_config import write_train_config
 from components._images import TRAIN_IMAGE
 from pipelines._common import PLATFORM, cluster_settings
-from pipelines._tasks import evaluate_task, tokenize_task
+from pipelines._tasks import evaluate_task, tokenize_task, train_task
 
 
 @dsl.pipeline(
@@ -69,12 +68,11 @@ def train_lm(
     cfg = cluster_settings(write_train_config(
         tokens_uri=tok.outputs["Output"], work_uri=work_uri, name="train", settings_json=run_settings,
     ), cpu="1", memory="2G").set_display_name("write train config")
-    run = cluster_settings(launch_training(
-        config_uri=cfg.output, mode=mode, image=image, runtime=runtime, runtime_kind=runtime_kind, nodes=nodes,
-        procs_per_node=procs_per_node, gpus_per_node=gpus_per_node, cpu_per_node=cpu_per_node,
-        memory_per_node=memory_per_node, shm_size=shm_size, node_selector_json=node_selector_json,
-        tolerations_json=tolerations_json, timeout_s=train_timeout_s,
-    ), cpu="2", memory="8G", timeout_s=0).set_display_name("train (DeepSpeed)")
+    launch = dict(mode=mode, image=image, runtime=runtime, runtime_kind=runtime_kind, nodes=nodes,
+                  procs_per_node=procs_per_node, gpus_per_node=gpus_per_node, cpu_per_node=cpu_per_node,
+                  memory_per_node=memory_per_node, shm_size=shm_size, node_selector_json=node_selector_json,
+                  tolerations_json=tolerations_json, timeout_s=train_timeout_s)
+    run = train_task(cfg.output, "train (DeepSpeed)", launch)
     evaluation = dict(benchmarks_uri=benchmarks_uri, tasks_csv=eval_tasks, seq_len=eval_seq_len, limit=eval_limit,
                       batch_size=eval_batch_size, device=eval_device)
     evaluate_task(run.outputs["Output"], tok.outputs["Output"], work_uri, "eval", "evaluate", evaluation)
