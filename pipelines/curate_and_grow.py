@@ -154,7 +154,7 @@ def curate_and_grow(
         n_mixtures=n_mixtures, min_weight=min_weight, eval_points=eval_points, run_settings=sweep_settings, seed=seed,
         targets=fit_targets, optimize_target=optimize_target, optimize_preset=optimize_preset,
         optimize_tokens=optimize_tokens, max_repeats=max_repeats, upsample_domains=upsample_domains,
-        upsample_fraction=upsample_fraction, **launch,
+        upsample_fraction=upsample_fraction, launch=launch,
     )
     settings = cluster_settings(apply_mixture(settings_json=train_settings, mixture_uri=optimum.outputs["Output"]),
                                 cpu="0.5", memory="1G").set_display_name("series settings + fitted mixture")

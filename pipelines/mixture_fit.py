@@ -32,22 +32,20 @@ SWEEP_PARALLELISM = int(os.environ.get("SEEDBED_SWEEP_PARALLELISM", "8"))
 def mixture_dag(
     tokens_uri, work_uri, presets, tokens, heldout_presets, heldout_tokens, sweep_domains, n_mixtures, min_weight,
     eval_points, run_settings, seed, targets, optimize_target, optimize_preset, optimize_tokens, max_repeats,
-    upsample_domains, upsample_fraction, mode, image, runtime, runtime_kind, nodes, procs_per_node, gpus_per_node,
-    node_selector_json, tolerations_json,
+    upsample_domains, upsample_fraction, launch: dict,
 ):
     """Add the sweep → fit → optimum tasks to the pipeline being defined; returns the optimize task
-    (its output: ``mixture.json``'s URI). Shared by mixture-fit and curate-and-grow."""
+    (its output: ``mixture.json``'s URI). ``launch``: where the proxy runs train, as sweep_run takes it
+    (mode, image, runtime, runtime_kind, nodes, procs_per_node, gpus_per_node, node_selector_json,
+    tolerations_json). Shared by mixture-fit and curate-and-grow."""
     plan = cluster_settings(plan_sweep(
         tokens_uri=tokens_uri, work_uri=work_uri, presets_csv=presets, tokens_csv=tokens,
         heldout_presets_csv=heldout_presets, heldout_tokens_csv=heldout_tokens, domains_csv=sweep_domains,
         n_mixtures=n_mixtures, min_weight=min_weight, eval_points=eval_points, settings_json=run_settings, seed=seed,
     ), cpu="1", memory="2G").set_display_name("plan sweep")
     with dsl.ParallelFor(plan.output, parallelism=SWEEP_PARALLELISM) as item:
-        run = cluster_settings(sweep_run(
-            item=item, mode=mode, image=image, runtime=runtime, runtime_kind=runtime_kind, nodes=nodes,
-            procs_per_node=procs_per_node, gpus_per_node=gpus_per_node, node_selector_json=node_selector_json,
-            tolerations_json=tolerations_json,
-        ), cpu="2", memory="8G", timeout_s=0).set_display_name("proxy run")
+        run = cluster_settings(sweep_run(item=item, **launch), cpu="2", memory="8G",
+                               timeout_s=0).set_display_name("proxy run")
     table = cluster_settings(collect_sweep(work_uri=work_uri, run_uris=dsl.Collected(run.output)),
                              cpu="1", memory="4G").set_display_name("results table")
     fit = cluster_settings(fit_mixture(work_uri=work_uri, table_uri=table.outputs["Output"], targets=targets),
@@ -109,5 +107,14 @@ def mixture_fit(
         upsample_domains: domains the end-of-training window upweights ("" = those h* weights most).
     """
     tok = tokenize_task(domains_json, work_uri, tokenizer, vocab_size, valid_fraction)
-    args = {k: v for k, v in locals().items() if k not in ("tokenizer", "vocab_size", "valid_fraction", "domains_json", "tok")}
-    mixture_dag(tokens_uri=tok.outputs["Output"], **args)
+    launch = dict(mode=mode, image=image, runtime=runtime, runtime_kind=runtime_kind, nodes=nodes,
+                  procs_per_node=procs_per_node, gpus_per_node=gpus_per_node, node_selector_json=node_selector_json,
+                  tolerations_json=tolerations_json)
+    mixture_dag(
+        tokens_uri=tok.outputs["Output"], work_uri=work_uri, presets=presets, tokens=tokens,
+        heldout_presets=heldout_presets, heldout_tokens=heldout_tokens, sweep_domains=sweep_domains,
+        n_mixtures=n_mixtures, min_weight=min_weight, eval_points=eval_points, run_settings=run_settings, seed=seed,
+        targets=targets, optimize_target=optimize_target, optimize_preset=optimize_preset,
+        optimize_tokens=optimize_tokens, max_repeats=max_repeats, upsample_domains=upsample_domains,
+        upsample_fraction=upsample_fraction, launch=launch,
+    )
