@@ -533,12 +533,12 @@ def _summarize_train(work: str) -> None:
 def plan_growth_cmd(series, tokens_per_param, tokens_csv, lr, fixed_data, basis, vocab_size, width, depth, as_json):
     """Print a staged-growth plan (SPEC §4): tokens, lr and FLOPs per stage, before anything runs."""
     from seedbed.growth.plan import plan_series
+    from seedbed.growth.series import parse_lr
+    from seedbed.job.config import csv_ints, csv_list
 
-    lrs = None if lr == "preset" else [float(x) for x in lr.split(",")]
-    plan = plan_series(series.split(","), vocab_size=vocab_size,
-                       tokens=[int(float(t)) for t in tokens_csv.split(",")] if tokens_csv else None,
-                       tokens_per_param=tokens_per_param, lr=lrs[0] if lrs and len(lrs) == 1 else lrs,
-                       fixed_data=fixed_data, basis=basis, width=width, depth=depth)
+    plan = plan_series(csv_list(series), vocab_size=vocab_size, tokens=csv_ints(tokens_csv or "") or None,
+                       tokens_per_param=tokens_per_param, lr=parse_lr(lr), fixed_data=fixed_data, basis=basis,
+                       width=width, depth=depth)
     click.echo(json.dumps(plan.to_dict(), indent=2) if as_json else plan.table())
 
 
@@ -569,6 +569,8 @@ def run_staged_growth(work, tiny, domains_json, series, tokens_per_param, tokens
     """Staged growth (SPEC §4) end to end locally: train the smallest preset, grow, continue; report."""
     from seedbed import store
     from seedbed.growth.plan import plan_series
+    from seedbed.growth.series import parse_lr
+    from seedbed.job.config import csv_ints, csv_list
     from seedbed.train.entry import _parse_sets
 
     if not store.is_s3(work):
@@ -578,10 +580,8 @@ def run_staged_growth(work, tiny, domains_json, series, tokens_per_param, tokens
                 "mixture": {d: w for d, w in LOCAL_MIXTURE.items() if d in domains}, "checkpoint_every": 50,
                 "warmup_steps": 10}
     settings.update(_parse_sets(sets))
-    lrs = None if lr == "preset" else [float(x) for x in lr.split(",")]
-    plan = plan_series(series.split(","), vocab_size=vocab_size,  # a dry run: fails before any task
-                       tokens=[int(float(t)) for t in tokens_csv.split(",")] if tokens_csv else None,
-                       tokens_per_param=tokens_per_param, lr=lrs[0] if lrs and len(lrs) == 1 else lrs,
+    plan = plan_series(csv_list(series), vocab_size=vocab_size,  # a dry run: fails before any task
+                       tokens=csv_ints(tokens_csv) or None, tokens_per_param=tokens_per_param, lr=parse_lr(lr),
                        fixed_data=fixed_data, width=width, depth=depth)
     click.echo(plan.table() + "\n", err=True)
     p = dict(work_uri=work, domains_json=json.dumps(domains), series=series, run_settings=json.dumps(settings),
@@ -649,14 +649,13 @@ def run_mixture_fit(work, tiny, domains_json, sweep_domains, presets, tokens_csv
                     upsample_fraction, vocab_size, seed, verify_seeds, sets, params):
     """Proxy sweep → mixture-law fits → optimal mixture and upsampling schedule (SPEC §2, §3), locally."""
     from seedbed import store
+    from seedbed.job.config import csv_ints, csv_list as csv
     from seedbed.mixture.sweep import SweepError, check_choices, design_sweep
     from seedbed.train.entry import _parse_sets
 
     if not store.is_s3(work):
         work = str(Path(work).resolve())
     domains = json.loads(domains_json) if domains_json else _local_domains(tiny)
-    csv = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
-    ints = lambda s: [int(float(x)) for x in csv(s)]  # noqa: E731
     mixed = csv(sweep_domains) or sorted(domains)
     problems = check_choices(sorted(domains), mixed, csv(targets), optimize_target, csv(upsample_domains))
     if problems:
@@ -664,8 +663,8 @@ def run_mixture_fit(work, tiny, domains_json, sweep_domains, presets, tokens_csv
     settings = {"seq_len": seq_len, "global_batch_tokens": global_batch_tokens, "micro_batch_size": micro_batch,
                 "warmup_steps": 5}
     settings.update(_parse_sets(sets))
-    plan = design_sweep(mixed, csv(presets), ints(tokens_csv), settings, vocab_size,  # a dry run: fails here
-                        n_mixtures or None, min_weight, eval_points, csv(heldout_presets), ints(heldout_tokens),
+    plan = design_sweep(mixed, csv(presets), csv_ints(tokens_csv), settings, vocab_size,  # a dry run: fails here
+                        n_mixtures or None, min_weight, eval_points, csv(heldout_presets), csv_ints(heldout_tokens),
                         seed=seed)
     click.echo(plan.table() + "\n", err=True)
     p = dict(work_uri=work, domains_json=json.dumps(domains), presets=presets, tokens=tokens_csv,
@@ -677,7 +676,7 @@ def run_mixture_fit(work, tiny, domains_json, sweep_domains, presets, tokens_csv
              mode="local", procs_per_node=1, gpus_per_node=0)
     p.update(_coerce_params(_parse_params(params), "mixture-fit"))
 
-    seeds = [int(x) for x in csv(verify_seeds)]
+    seeds = csv_ints(verify_seeds)
     _run_pipeline("mixture-fit", p, work)
     _summarize_mixture(work)
     if seeds:
@@ -727,10 +726,10 @@ def fit_mixture_cmd(table, out, targets, heldout, drop_invalid):
     TABLE: CSV or Parquet with columns weight_<domain>…, model_size, n_tokens, <domain>_loss… (the layout
     public mixture-law data uses, and the one `mixture-fit` writes to results/results.csv).
     """
+    from seedbed.job.config import csv_list
     from seedbed.mixture.stages import fit_stage
 
-    r = fit_stage(out, table, [t.strip() for t in targets.split(",") if t.strip()], heldout=heldout,
-                  drop_invalid=drop_invalid)
+    r = fit_stage(out, table, csv_list(targets), heldout=heldout, drop_invalid=drop_invalid)
     from seedbed import store
 
     click.echo(store.read_text(r["report_uri"]).split("![predicted vs observed]")[0].rstrip())
@@ -753,22 +752,21 @@ def fit_mixture_cmd(table, out, targets, heldout, drop_invalid):
 def plan_sweep_cmd(tokens_uri, domains_csv, vocab_size, presets, tokens_csv, heldout_presets, heldout_tokens,
                    n_mixtures, min_weight, eval_points, seq_len, global_batch_tokens):
     """Print a mixture-law proxy sweep (SPEC §2): the runs, their mixtures and the total FLOPs."""
+    from seedbed.job.config import csv_ints, csv_list
     from seedbed.mixture.sweep import design_sweep
 
     if tokens_uri:
         from seedbed.train.tokens import open_tokens
 
         ds = open_tokens(tokens_uri)
-        domains, vocab_size = (domains_csv.split(",") if domains_csv else ds.domains), ds.vocab_size
+        domains, vocab_size = (csv_list(domains_csv) if domains_csv else ds.domains), ds.vocab_size
     elif domains_csv:
-        domains = domains_csv.split(",")
+        domains = csv_list(domains_csv)
     else:
         raise ValueError("give --tokens-uri or --domains")
-    ints = lambda s: [int(float(x)) for x in s.split(",") if x.strip()]  # noqa: E731
-    plan = design_sweep(domains, presets.split(","), ints(tokens_csv),
+    plan = design_sweep(domains, csv_list(presets), csv_ints(tokens_csv),
                         {"seq_len": seq_len, "global_batch_tokens": global_batch_tokens}, vocab_size,
-                        n_mixtures or None, min_weight, eval_points,
-                        [p for p in heldout_presets.split(",") if p], ints(heldout_tokens))
+                        n_mixtures or None, min_weight, eval_points, csv_list(heldout_presets), csv_ints(heldout_tokens))
     click.echo(plan.table())
 
 

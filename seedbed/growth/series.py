@@ -37,6 +37,15 @@ def _round_tokens(n: int, batch: int, what: str) -> int:
     return out
 
 
+def parse_lr(lr) -> float | list[float] | None:
+    """The series' ``lr`` parameter: "preset" or "" → None (by size), one number → every stage's lr,
+    several (comma-separated) → one per stage."""
+    if str(lr).strip() in ("", "preset"):
+        return None
+    lrs = [float(x) for x in str(lr).split(",")]
+    return lrs[0] if len(lrs) == 1 else lrs
+
+
 def write_plan(work_uri: str, tokens_uri: str, series: list[str], run_settings: dict, *,
                tokens: list[int] | None = None, tokens_per_param: float | None = 40.0, lr=None,
                fixed_data: bool = False, basis: str = "auto", width: str = "zero", depth: str = "identity",

@@ -47,6 +47,16 @@ def _json(v) -> str:
     return json.dumps(v)
 
 
+def csv_list(s) -> list[str]:
+    """A comma-separated pipeline parameter as its items (stripped; empty ones dropped)."""
+    return [x.strip() for x in str(s).split(",") if x.strip()]
+
+
+def csv_ints(s) -> list[int]:
+    """A comma-separated list of token counts (``1e6`` too) as ints."""
+    return [int(float(x)) for x in csv_list(s)]
+
+
 #: section → key → (pipeline parameter, converter, expected YAML type(s))
 SCHEMA: dict[str, dict[str, tuple]] = {
     "data": {"pool": ("pool_uris", _csv, (list, str)), "benchmarks": ("benchmarks_uri", str, str),
@@ -135,7 +145,7 @@ def to_params(raw: dict, base_dir: Path | None = None) -> dict:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     for param in ("pool_uris", "benchmarks_uri"):
         if param in p:
-            p[param] = ",".join(_path(u, base_dir) for u in p[param].split(",") if u.strip())
+            p[param] = ",".join(_path(u, base_dir) for u in csv_list(p[param]))
     if "domains_json" in p:
         p["domains_json"] = json.dumps({d: _path(str(u), base_dir) for d, u in json.loads(p["domains_json"]).items()})
     return p
@@ -151,7 +161,7 @@ def check_params(p: dict):
     """Cross-field checks that need no data: every problem at once, naming the config key.
     Returns the growth plan (its last stage is the model h* is computed for)."""
     from seedbed.growth.plan import plan_series
-    from seedbed.growth.series import check_stage_settings
+    from seedbed.growth.series import check_stage_settings, parse_lr
     from seedbed.mixture.sweep import check_choices, design_sweep
 
     problems = []
@@ -162,29 +172,25 @@ def check_params(p: dict):
     if betr in domains:
         problems.append(f"betr.domain {betr!r} is also a name in data.domains; pick another")
     names = sorted({*domains, betr})
-    mixed = [d.strip() for d in p.get("sweep_domains", "").split(",") if d.strip()] or names
-    problems += check_choices(names, mixed, [t.strip() for t in p.get("fit_targets", "mean").split(",") if t.strip()],
-                              p.get("optimize_target", "mean"),
-                              [x for x in p.get("upsample_domains", "").split(",") if x.strip()], SWEEP_KEYS)
+    mixed = csv_list(p.get("sweep_domains", "")) or names
+    problems += check_choices(names, mixed, csv_list(p.get("fit_targets", "mean")), p.get("optimize_target", "mean"),
+                              csv_list(p.get("upsample_domains", "")), SWEEP_KEYS)
     train = json.loads(p.get("train_settings") or "{}")
     for k in ("mixture", "upsample"):
         if k in train:
             problems.append(f"series.settings.{k} is set by the mixture fit; remove it")
-    ints = lambda s: [int(float(x)) for x in str(s).split(",") if x.strip()]  # noqa: E731
     sweep = json.loads(p.get("sweep_settings") or "{}")
     try:
-        design_sweep(mixed, p["sweep_presets"].split(","), ints(p["sweep_tokens"]), sweep, p.get("vocab_size", 4096),
+        design_sweep(mixed, csv_list(p["sweep_presets"]), csv_ints(p["sweep_tokens"]), sweep, p.get("vocab_size", 4096),
                      p.get("n_mixtures") or None, p.get("min_weight", 0.1), p.get("eval_points", 5),
-                     [x for x in p.get("sweep_heldout_presets", "").split(",") if x], ints(p.get("sweep_heldout_tokens", "")))
+                     csv_list(p.get("sweep_heldout_presets", "")), csv_ints(p.get("sweep_heldout_tokens", "")))
     except (ValueError, KeyError) as e:
         problems.append(f"sweep: {e}")
     try:
-        lr = p.get("lr", "preset")
-        lrs = None if lr in ("", "preset") else [float(x) for x in str(lr).split(",")]
-        plan = plan_series(p["series"].split(","), vocab_size=p.get("vocab_size", 4096),
-                           tokens=ints(p["series_tokens"]) if p.get("series_tokens") else None,
+        plan = plan_series(csv_list(p["series"]), vocab_size=p.get("vocab_size", 4096),
+                           tokens=csv_ints(p.get("series_tokens", "")) or None,
                            tokens_per_param=p.get("tokens_per_param", 40.0),
-                           lr=lrs[0] if lrs and len(lrs) == 1 else lrs, fixed_data=p.get("fixed_data", False),
+                           lr=parse_lr(p.get("lr", "preset")), fixed_data=p.get("fixed_data", False),
                            basis=p.get("basis", "auto"), width=p.get("width", "zero"), depth=p.get("depth", "identity"))
         # the fit supplies the mixture; any mixture over the swept domains checks the rest
         check_stage_settings(plan, {**train, "mixture": {d: 1 / len(mixed) for d in mixed}})
