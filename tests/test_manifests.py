@@ -119,37 +119,14 @@ def of_kind(objs: list[dict], kind: str) -> list[dict]:
 # ----------------------------------------------------------------------------- schemas
 
 
-def _diff(ours, back, path: str) -> list[str]:
-    """Where a value changed on its way through a model (dropped, added or re-typed fields)."""
-    if isinstance(ours, dict) and isinstance(back, dict):
-        out = []
-        for k in sorted(set(ours) | set(back), key=str):
-            p = f"{path}.{k}"
-            if k not in back:
-                out.append(f"{p}: dropped (unknown to the model)")
-            elif k not in ours:
-                out.append(f"{p}: added ({back[k]!r})")
-            else:
-                out += _diff(ours[k], back[k], p)
-        return out
-    if isinstance(ours, list) and isinstance(back, list) and len(ours) == len(back):
-        return [d for i, (a, b) in enumerate(zip(ours, back)) for d in _diff(a, b, f"{path}[{i}]")]
-    if ours != back or type(ours) is not type(back):
-        return [f"{path}: {ours!r} became {back!r}"]
-    return []
-
-
 def custom_problems(obj: dict, where: str) -> list[str]:
-    """A custom resource round-trips through its kubeflow-trainer-api model unchanged."""
+    """A custom resource round-trips through its kubeflow-trainer-api model unchanged (the check
+    seedbed.launch applies to the TrainJobs it renders)."""
     import kubeflow_trainer_api.models as models
-    from pydantic import ValidationError
 
-    model = getattr(models, CUSTOM_KINDS[(obj.get("apiVersion"), obj.get("kind"))])
-    try:
-        back = model.from_dict(copy.deepcopy(obj)).to_dict()
-    except (ValidationError, ValueError, TypeError) as e:
-        return [f"{where}: does not fit {model.__name__}: {e}"]
-    return _diff(obj, back, where)
+    from seedbed.launch.trainjob import round_trip_problems
+
+    return round_trip_problems(obj, getattr(models, CUSTOM_KINDS[(obj.get("apiVersion"), obj.get("kind"))]), where)
 
 
 def object_problems(obj: dict) -> list[str]:

@@ -83,6 +83,7 @@ __all__ = [
     "entry_command",
     "render_trainjob",
     "validate_trainjob",
+    "round_trip_problems",
     "trainjob_yaml",
     "spec_hash",
     "job_state",
@@ -633,7 +634,7 @@ def _diff(a, b, path: str = "") -> list[str]:
         for k in sorted(set(a) | set(b), key=str):
             p = f"{path}.{k}" if path else str(k)
             if k not in b:
-                out.append(f"{p}: dropped (unknown to the TrainJob API)")
+                out.append(f"{p}: dropped (unknown to the API model)")
             elif k not in a:
                 out.append(f"{p}: added ({b[k]!r})")
             else:
@@ -648,22 +649,30 @@ def _diff(a, b, path: str = "") -> list[str]:
     return []
 
 
+def round_trip_problems(obj: dict, model, where: str = "") -> list[str]:
+    """Where ``obj`` does not survive a round trip through a kubeflow-trainer-api ``model`` (its
+    ``from_dict``/``to_dict``): rejected, or a field dropped (unknown or misspelled), added or
+    changed; each problem starts with ``where``. Also checks TrainingRuntimes (tests/test_manifests.py)."""
+    from pydantic import ValidationError
+
+    try:
+        back = model.from_dict(copy.deepcopy(obj)).to_dict()
+    except (ValidationError, ValueError, TypeError) as e:
+        return [f"{where or 'the object'}: does not fit {model.__name__}: {e}"]
+    return _diff(obj, back, where)
+
+
 def validate_trainjob(manifest: dict) -> dict:
     """Round-trip ``manifest`` through the kubeflow-trainer-api models; raise :class:`LaunchError`
     if a field is rejected, dropped (unknown or misspelled) or changed. Returns the manifest."""
     from kubeflow_trainer_api.models import TrainerV1alpha1TrainJob
-    from pydantic import ValidationError
 
     if manifest.get("apiVersion") != API_VERSION or manifest.get("kind") != KIND:
         raise LaunchError(f"not a {API_VERSION} {KIND}: apiVersion={manifest.get('apiVersion')!r} "
                           f"kind={manifest.get('kind')!r}")
-    try:
-        back = TrainerV1alpha1TrainJob.from_dict(copy.deepcopy(manifest)).to_dict()
-    except (ValidationError, ValueError, TypeError) as e:
-        raise LaunchError(f"the TrainJob does not fit the {API_VERSION} API (kubeflow-trainer-api): {e}") from None
-    problems = _diff(manifest, back)
+    problems = round_trip_problems(manifest, TrainerV1alpha1TrainJob)
     if problems:
-        raise LaunchError("the TrainJob does not round-trip through the kubeflow-trainer-api models:\n  "
+        raise LaunchError(f"the TrainJob does not fit the {API_VERSION} API (kubeflow-trainer-api models):\n  "
                           + "\n  ".join(problems))
     return manifest
 
