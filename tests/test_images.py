@@ -403,6 +403,32 @@ def test_images_install_the_project_the_same_way():
     assert rest(CPU_IMAGE) == rest(EMBED_IMAGE) == rest(TRAIN_IMAGE)
 
 
+def test_images_share_the_runtime_user_and_environment():
+    """Docker has no include, so the blocks every Dockerfile repeats are kept identical here: the
+    builder's pip settings, WORKDIR/USER, and what the CPU image's final stage sets up, which the
+    GPU images extend (more directories and files, NVIDIA_DRIVER_CAPABILITIES, OpenMPI settings)
+    but never change: the user and launcher directories (useradd, mkdir, chown, chmod) and ENV."""
+    def shared(name):
+        st = image_stages(name)
+        builder = next(s for s in st[:-1] if s.image == st[-1].image)
+        cmds = [c for i in st[-1].all("RUN") for c in commands(i.args)]
+        return {"builder env": env_of(builder),
+                "user setup": [c for c in cmds if c[0] in ("useradd", "chown", "chmod")],
+                "dirs": {w for c in cmds if c[0] == "mkdir" for w in c[1:] if not w.startswith("-")},
+                "workdir, user": [(i.keyword, i.args) for i in st[-1].instructions if i.keyword in ("WORKDIR", "USER")],
+                "env": env_of(st[-1])}
+
+    cpu = shared(CPU_IMAGE)
+    assert cpu["user setup"] and {"/gcs", "/minio", "/s3"} <= cpu["dirs"]
+    for name in GPU_IMAGES:
+        gpu = shared(name)
+        for key in ("builder env", "workdir, user"):
+            assert gpu[key] == cpu[key], f"{name}: {key} differs from images/seedbed/Dockerfile"
+        assert [c for c in cpu["user setup"] if c not in gpu["user setup"]] == [], name
+        assert cpu["dirs"] <= gpu["dirs"], name
+        assert {k: gpu["env"].get(k) for k in cpu["env"]} == cpu["env"], f"{name}: ENV differs from the CPU image's"
+
+
 def _deepspeed_build(name: str) -> tuple[list[str], str]:
     """(the words of the RUN that installs DeepSpeed, the whole RUN text)."""
     for s in image_stages(name)[:-1]:
