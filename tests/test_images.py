@@ -222,17 +222,16 @@ def _positional(args: list[str]) -> list[str]:
 
 
 
-@pytest.fixture(scope="module", params=sorted(DOCKERFILES))
-def image(request):
-    name = request.param
-    path = DOCKERFILES[name]
-    assert path.is_file(), f"{path} is missing"
-    return name, stages(parse_dockerfile(path.read_text()))
-
-
 @lru_cache(maxsize=None)
 def image_stages(name: str) -> tuple[Stage, ...]:
     return tuple(stages(parse_dockerfile(DOCKERFILES[name].read_text())))
+
+
+@pytest.fixture(scope="module", params=sorted(DOCKERFILES))
+def image(request):
+    name = request.param
+    assert DOCKERFILES[name].is_file(), f"{DOCKERFILES[name]} is missing"
+    return name, image_stages(name)
 
 
 def _pin(dist: str) -> str:
@@ -327,15 +326,15 @@ def test_base_images_are_pinned(image):
     assert all(s.image == final.image for s in st if s.alias and any(s.all(k) for k in ("RUN", "COPY")))
 
 
-def _pip_positional(st) -> list[list[str]]:
-    return [_positional(a) for s in st[:-1] for a in pip_installs(s)]
+def builder_pip_installs(st) -> list[list[str]]:
+    """The argument lists of every `pip install` of the builder stages (all but the last), in order."""
+    return [a for s in st[:-1] for a in pip_installs(s)]
 
 
 def test_torch_is_the_pinned_version_and_the_right_build(image):
     name, st = image
     pin = _pin("torch")
-    _, builders = _final_and_builders(st)
-    installs = [a for s in builders for a in pip_installs(s)]
+    installs = builder_pip_installs(st)
     torch_installs = [a for a in installs if any(re.match(r"torch([=<>!~\[]|$)", w) for w in _positional(a))]
     assert len(torch_installs) == 1, f"{name}: torch should be installed in exactly one pip install: {torch_installs}"
     args = torch_installs[0]
@@ -369,7 +368,7 @@ def test_project_is_installed_from_the_build_context(image):
     name, st = image
     dests = _copy_dests(st)
     assert dests, f"{name}: the builder never copies the build context (COPY . <dir>)"
-    installs = [a for s in st[:-1] for a in pip_installs(s)]
+    installs = builder_pip_installs(st)
     project = [a for a in installs if _project_target(a, st)]
     assert project, f"{name}: no `pip install <dir>` of the copied build context among {installs}"
     assert all("-e" not in a and "--editable" not in a for a in project), f"{name}: editable install in an image"
@@ -389,7 +388,7 @@ def test_env_sh_extras_are_installed_too(image):
     name, st = image
     env_sh = (REPO / "scripts" / "env.sh").read_text()
     extras = re.findall(r'install\s+--no-deps\s+"?([A-Za-z0-9_.\-]+==[^\s"]+)"?', env_sh)
-    installs = [a for s in st[:-1] for a in pip_installs(s)]
+    installs = builder_pip_installs(st)
     for pkg in extras:
         assert any(pkg in _positional(a) and "--no-deps" in a for a in installs), f"{name}: does not install --no-deps {pkg} as scripts/env.sh does"
 
@@ -397,7 +396,7 @@ def test_env_sh_extras_are_installed_too(image):
 def test_images_install_the_project_the_same_way():
     """Only torch's build, the prebuilt DeepSpeed ops and the MPI binding differ between images."""
     def rest(name):
-        return [a for a in (a for s in image_stages(name)[:-1] for a in pip_installs(s))
+        return [a for a in builder_pip_installs(image_stages(name))
                 if not any(w.startswith(("torch", "deepspeed", "mpi4py")) for w in _positional(a))]
 
     assert rest(CPU_IMAGE) == rest(EMBED_IMAGE) == rest(TRAIN_IMAGE)
@@ -485,7 +484,7 @@ def test_train_image_runs_torchrun_mpirun_and_the_sshd_the_deepspeed_runtime_exp
     st = image_stages(TRAIN_IMAGE)
     final = st[-1]
     assert {"openmpi-bin", "libopenmpi3", "openssh-client", "openssh-server"} <= _apt_installs(final)
-    mpi4py = [a for a in (a for s in st[:-1] for a in pip_installs(s)) if any(w.startswith("mpi4py") for w in _positional(a))]
+    mpi4py = [a for a in builder_pip_installs(st) if any(w.startswith("mpi4py") for w in _positional(a))]
     assert len(mpi4py) == 1 and re.fullmatch(r"mpi4py==[\d.]+", _positional(mpi4py[0])[-1]), mpi4py
     assert "--no-binary" in mpi4py[0], "mpi4py must be compiled against the image's OpenMPI"
     assert {"libopenmpi-dev", "g++"} <= _apt_installs(st[-2]), "the builder needs mpicc for mpi4py"
@@ -659,7 +658,7 @@ def installed_distributions(name: str) -> frozenset[str]:
     """What the image's builder stages install: explicit requirements plus the project's."""
     st = image_stages(name)
     reqs, no_deps = [], set()
-    for args in (a for s in st[:-1] for a in pip_installs(s)):
+    for args in builder_pip_installs(st):
         for p in _positional(args):
             if _project_target([p], st):
                 reqs += PYPROJECT["project"]["dependencies"]
