@@ -41,7 +41,7 @@ def test_sweep_table_fit_and_schedule(finished):
         assert (table.groupby("run_id").apply(lambda g: g.sort_values("n_tokens")[f"{d}_loss"].iloc[-1]
                                               < g.sort_values("n_tokens")[f"{d}_loss"].iloc[0])).all()
     fits = json.loads((work / "fit" / "fits.json").read_text())
-    row = fits[0] if isinstance(fits, list) else fits["rows"][0]
+    row = fits[0]  # one entry per target
     assert row["target"] == "mean" and row["joint_train"] <= row["additive_train"] + 1e-9
     assert 0 < row["additive_train"] < 5
     assert (work / "fit" / "pred_vs_obs.png").read_bytes()[:4] == b"\x89PNG"
@@ -121,7 +121,6 @@ def test_fit_mixture_on_a_public_layout_table(public_table, tmp_path):
     res = _run("fit-mixture", str(path), "--out", str(tmp_path), "--targets", "mean,math", "--heldout", "largest_n")
     assert res.returncode == 0, res.stderr[-3000:]
     rows = json.loads((tmp_path / "fit" / "fits.json").read_text())
-    rows = rows if isinstance(rows, list) else rows["rows"]
     assert [r["target"] for r in rows] == ["mean", "math"]
     for r in rows:  # recovered to the noise floor, on training points and at the held-out size
         assert r["joint_train"] < 0.5 and r["joint_heldout"] < 0.5, r

@@ -117,24 +117,29 @@ def fit_stage(work_uri: str, table_uri: str, targets: list[str] | None = None, h
             "mre": [{k: v for k, v in r.items() if k not in ("additive", "joint")} for r in rows]}
 
 
+def read_joint_fit(fits_uri: str, target: str):
+    """The joint-law :class:`~seedbed.mixture.fit.FitResult` of ``target`` in a ``fits.json`` of :func:`fit_stage`."""
+    from seedbed.mixture.fit import FitError, FitResult
+
+    rows = store.read_json(fits_uri)
+    row = next((r for r in rows if r.get("target") == target), None)
+    if row is None:
+        raise FitError(f"no fit for target {target!r} in {fits_uri}; fitted: {[r.get('target') for r in rows]}")
+    return FitResult.from_dict(row["joint"])
+
+
 def optimize_stage(work_uri: str, fits_uri: str, target: str, preset: str, n_tokens: int, min_weight: float = 0.0,
                    max_repeats: float = 4.0, upsample_domains: list[str] | None = None,
                    upsample_fraction: float | None = None) -> dict:
     """h* for (N of ``preset``, ``n_tokens``) under the joint law, with per-domain bounds and the unique
     tokens each domain really has; writes ``mixture.json``: the TrainConfig fragment (mixture + upsample)."""
-    from seedbed.mixture.fit import FitError, FitResult
     from seedbed.mixture.optimize import optimal_mixture, schedule
     from seedbed.train.presets import get_preset, param_count
     from seedbed.train.schedule import DEFAULT_UPSAMPLE_FRACTION
     from seedbed.train.tokens import open_tokens
 
     doc, plan = read_sweep(work_uri)
-    fits = json.loads(store.read_text(fits_uri))
-    rows = fits if isinstance(fits, list) else fits.get("rows", fits.get("fits", []))
-    row = next((r for r in rows if r.get("target") == target), None)
-    if row is None:
-        raise FitError(f"no fit for target {target!r} in {fits_uri}; fitted: {[r.get('target') for r in rows]}")
-    fit = FitResult.from_dict(row["joint"])
+    fit = read_joint_fit(fits_uri, target)
     ds = open_tokens(doc["params"]["tokens_uri"])
     avail = {d: ds.num_tokens(d) for d in plan.domains}
     N = float(param_count(get_preset(preset), plan.vocab_size, embeddings=False))
@@ -160,7 +165,6 @@ def verify_stage(work_uri: str, seeds: list[int] | None = None, mode: str = "loc
     import numpy as np
 
     from seedbed.launch import launch
-    from seedbed.mixture.fit import FitResult
     from seedbed.mixture.sweep import SweepRun, run_id
     from seedbed.train.config import TrainConfig
     from seedbed.train.presets import get_preset, param_count
@@ -170,9 +174,7 @@ def verify_stage(work_uri: str, seeds: list[int] | None = None, mode: str = "loc
         m = store.read_json(store.join(work_uri, "mixture.json"))
     except store.NotFound:
         raise SweepError(f"no mixture.json under {work_uri}: run the optimize step first") from None
-    fits = json.loads(store.read_text(store.join(work_uri, "fit", "fits.json")))
-    rows = fits if isinstance(fits, list) else fits.get("rows", fits.get("fits", []))
-    fit = FitResult.from_dict(next(r for r in rows if r.get("target") == m["target"])["joint"])
+    fit = read_joint_fit(store.join(work_uri, "fit", "fits.json"), m["target"])
     opt = m["optimum"]
     candidates = {"optimal": opt["weights"], "uniform": opt["uniform"]["weights"]}
     if opt.get("natural"):
