@@ -39,7 +39,7 @@ Compare laws by their predictions, not by these parameters.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
 import numpy as np
@@ -76,8 +76,29 @@ def _vec(x) -> np.ndarray:
 # ----------------------------------------------------------------------------- named parameters
 
 
+class _Params:
+    """What both laws' parameter sets share: per-domain vectors (``per_domain``) and scalars (the other
+    fields), coerced on construction; ``to_dict`` names the per-domain entries by domain."""
+
+    law: ClassVar[str]
+    per_domain: ClassVar[tuple[str, ...]]
+
+    def __post_init__(self):
+        for f in fields(self):
+            v = getattr(self, f.name)
+            setattr(self, f.name, _vec(v) if f.name in self.per_domain else float(v))
+
+    @property
+    def k(self) -> int:
+        return len(self.C)
+
+    def to_dict(self, domains: list[str]) -> dict:
+        return {"law": self.law, **{f.name: _named(getattr(self, f.name), domains) if f.name in self.per_domain
+                                    else getattr(self, f.name) for f in fields(self)}}
+
+
 @dataclass
-class AdditiveParams:
+class AdditiveParams(_Params):
     """L = E + 1/(Σ C_i h_i^γ_i) + A/N^α + B/D^β (raw N, D)."""
 
     E: float
@@ -88,23 +109,11 @@ class AdditiveParams:
     B: float
     beta: float
     law: ClassVar[str] = "additive"
-
-    def __post_init__(self):
-        self.C, self.gamma = _vec(self.C), _vec(self.gamma)
-        for name in ("E", "A", "alpha", "B", "beta"):
-            setattr(self, name, float(getattr(self, name)))
-
-    @property
-    def k(self) -> int:
-        return len(self.C)
-
-    def to_dict(self, domains: list[str]) -> dict:
-        return {"law": self.law, "E": self.E, "C": _named(self.C, domains), "gamma": _named(self.gamma, domains),
-                "A": self.A, "alpha": self.alpha, "B": self.B, "beta": self.beta}
+    per_domain: ClassVar[tuple[str, ...]] = ("C", "gamma")
 
 
 @dataclass
-class JointParams:
+class JointParams(_Params):
     """L = E + 1/(Σ C_i h_i^γ_i) + (Σ C^A_i h_i)^γ_A/N^α + (Σ C^B_i h_i)^γ_B/D^β (raw N, D)."""
 
     E: float
@@ -117,20 +126,7 @@ class JointParams:
     gamma_B: float
     beta: float
     law: ClassVar[str] = "joint"
-
-    def __post_init__(self):
-        self.C, self.gamma, self.C_A, self.C_B = _vec(self.C), _vec(self.gamma), _vec(self.C_A), _vec(self.C_B)
-        for name in ("E", "gamma_A", "alpha", "gamma_B", "beta"):
-            setattr(self, name, float(getattr(self, name)))
-
-    @property
-    def k(self) -> int:
-        return len(self.C)
-
-    def to_dict(self, domains: list[str]) -> dict:
-        return {"law": self.law, "E": self.E, "C": _named(self.C, domains), "gamma": _named(self.gamma, domains),
-                "C_A": _named(self.C_A, domains), "gamma_A": self.gamma_A, "alpha": self.alpha,
-                "C_B": _named(self.C_B, domains), "gamma_B": self.gamma_B, "beta": self.beta}
+    per_domain: ClassVar[tuple[str, ...]] = ("C", "gamma", "C_A", "C_B")
 
 
 LawParams = AdditiveParams | JointParams
