@@ -98,3 +98,16 @@ def test_cli_check_and_bad_configs(tmp_path, local):
     assert res.returncode == 2 and "not valid YAML" in res.stderr
     res = _run("run", "curate-and-grow", "--config", str(tmp_path / "missing.yaml"))
     assert res.returncode == 2 and "config file not found" in res.stderr
+
+
+def test_report_of_an_unfinished_job_names_what_is_missing(tmp_path):
+    """The final report reads what the stages left; with nothing there it says so, inventing nothing."""
+    from seedbed.job.report import final_report
+
+    s = final_report(str(tmp_path))
+    md = (tmp_path / "summary" / "report.md").read_text()
+    for part in ("the selection did not finish", "the mixture fit did not finish",
+                 "the growth stages did not finish", "No evaluation results"):
+        assert part in md, md
+    assert s["selection"] == {} and s["mixture"] == {} and s["series"] == {} and s["evaluation"] == []
+    assert json.loads((tmp_path / "summary" / "summary.json").read_text())["report_uri"] == s["report_uri"]
