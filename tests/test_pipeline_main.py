@@ -5,12 +5,12 @@ the fitted schedule → evaluation of both models → one report."""
 import json
 
 import pytest
+import yaml
+from conftest import run_cli as _run
 
 # about 4.5 minutes on 2 cores: the README's first command runs the same pipeline at a larger size;
 # `bash scripts/test.sh -m slow` runs this
 pytestmark = pytest.mark.slow
-import yaml
-from conftest import run_cli as _run
 
 CONFIG = {
     "betr": {"domain": "betr", "target_set": "arc_easy,sciq", "per_benchmark": 40, "sample_size": 600,
