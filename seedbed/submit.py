@@ -8,6 +8,12 @@ KFP caches per task, as compiled: a pipeline *version* carries no run-level swit
 
 Authentication: ``Authorization: Bearer`` with ``KFP_TOKEN`` when set, else (in a pod) the
 KFP-audience token KFP's own client reads, else the pod's service-account token.
+
+Why urllib and not ``kfp_server_api`` (the generated v2beta1 client kfp installs, which is not
+``kfp``): its upload reads the YAML from a file path (a temp file per upload), every request and
+reply is a model object to build and convert, its ``ApiException`` carries the raw grpc-gateway
+body, and a rotated pod token needs a Configuration refresh hook; the glue would outgrow
+:meth:`Client.call`, the one place here that speaks HTTP.
 """
 
 from __future__ import annotations
