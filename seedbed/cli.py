@@ -19,6 +19,7 @@ from seedbed import __version__
 #: the job configs of a repository checkout (configs/local.yaml is the README's first command)
 REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
+
 def _fail(msg: str) -> None:
     click.echo(f"error: {msg}", err=True)
     sys.exit(2)
