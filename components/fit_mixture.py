@@ -10,8 +10,9 @@ def fit_mixture(work_uri: str, table_uri: str, targets: str, report: Output[Mark
     """Fit the additive and joint mixture laws (SPEC §2) to every target; returns fits.json's URI."""
     from seedbed import store
     from seedbed.mixture.stages import fit_stage
+    from seedbed.params import csv_list
 
-    r = fit_stage(work_uri, table_uri, [t for t in targets.split(",") if t.strip()])
+    r = fit_stage(work_uri, table_uri, csv_list(targets))
     for row in r["mre"]:
         for k, v in row.items():
             if k != "target" and isinstance(v, (int, float)):

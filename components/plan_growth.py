@@ -24,13 +24,12 @@ def plan_growth(
     """
     import json
 
-    from seedbed.growth.series import write_plan
+    from seedbed.growth.series import parse_lr, write_plan
+    from seedbed.params import csv_ints, csv_list
 
-    lrs = [float(x) for x in lr.split(",")] if lr not in ("", "preset") else None
     doc = write_plan(
-        work_uri, tokens_uri, series_csv.split(","), json.loads(settings_json or "{}"),
-        tokens=[int(float(t)) for t in tokens_csv.split(",")] if tokens_csv else None,
-        tokens_per_param=tokens_per_param, lr=(lrs[0] if lrs and len(lrs) == 1 else lrs),
+        work_uri, tokens_uri, csv_list(series_csv), json.loads(settings_json or "{}"),
+        tokens=csv_ints(tokens_csv) or None, tokens_per_param=tokens_per_param, lr=parse_lr(lr),
         fixed_data=fixed_data, basis=basis, width=width, depth=depth,
     )
     print(doc["table"])

@@ -27,9 +27,9 @@ def plan_sweep(
     import json
 
     from seedbed.mixture.stages import plan_sweep as run
+    from seedbed.params import csv_ints, csv_list
 
-    csv = lambda s, t=str: [t(x) for x in s.split(",") if x.strip()]  # noqa: E731
-    return run(work_uri, tokens_uri, csv(presets_csv), csv(tokens_csv, lambda x: int(float(x))),
-               json.loads(settings_json or "{}"), heldout_presets=csv(heldout_presets_csv),
-               heldout_tokens=csv(heldout_tokens_csv, lambda x: int(float(x))), n_mixtures=n_mixtures or None,
-               min_weight=min_weight, eval_points=eval_points, seed=seed, domains=csv(domains_csv) or None)
+    return run(work_uri, tokens_uri, csv_list(presets_csv), csv_ints(tokens_csv), json.loads(settings_json or "{}"),
+               heldout_presets=csv_list(heldout_presets_csv), heldout_tokens=csv_ints(heldout_tokens_csv),
+               n_mixtures=n_mixtures or None, min_weight=min_weight, eval_points=eval_points, seed=seed,
+               domains=csv_list(domains_csv) or None)

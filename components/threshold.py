@@ -25,10 +25,11 @@ def compute_thresholds(
     """
     from seedbed import store
     from seedbed.betr.threshold import compute_thresholds as run, rate_key, validate_keep_rates
+    from seedbed.params import csv_floats
 
     out_uri = store.join(work_uri, name)
 
-    rates = validate_keep_rates([float(r) for r in keep_rates.split(",") if r.strip()] + [keep_rate])
+    rates = validate_keep_rates(csv_floats(keep_rates) + [keep_rate])
     result = run(
         model_uri, pool_uri, out_uri, keep_rates=rates, sample_size=sample_size, seed=seed,
         exclude_corpus=exclude_corpus_uri or None,

@@ -299,8 +299,9 @@ def _preflight(p: dict) -> None:
     from seedbed import corpus, store
     from seedbed.betr.targets import load_examples, resolve_target_set
     from seedbed.betr.threshold import validate_keep_rates
+    from seedbed.params import csv_floats, csv_list
 
-    validate_keep_rates([float(r) for r in str(p["keep_rates"]).split(",") if r.strip()] + [p["keep_rate"]])
+    validate_keep_rates(csv_floats(p["keep_rates"]) + [p["keep_rate"]])
     for name in ("sample_size", "heldout_size", "per_benchmark", "docs_per_shard", "top_k"):
         if name in p and int(p[name]) <= 0:
             raise ValueError(f"{name} must be positive, got {p[name]}")
@@ -308,7 +309,7 @@ def _preflight(p: dict) -> None:
         raise ValueError(f"positive_pct must be in (0, 100), got {p['positive_pct']}")
     if store.is_s3(p["work_uri"]):
         store.exists_prefix(p["work_uri"])  # bucket, credentials and endpoint, before any work
-    srcs = [s.strip() for s in p["pool_uris"].split(",") if s.strip()]
+    srcs = csv_list(p["pool_uris"])
     if not srcs:
         raise ValueError("no pool given (--pool or --data)")
     for src in srcs:
@@ -535,7 +536,7 @@ def plan_growth_cmd(series, tokens_per_param, tokens_csv, lr, fixed_data, basis,
     """Print a staged-growth plan (SPEC §4): tokens, lr and FLOPs per stage, before anything runs."""
     from seedbed.growth.plan import plan_series
     from seedbed.growth.series import parse_lr
-    from seedbed.job.config import csv_ints, csv_list
+    from seedbed.params import csv_ints, csv_list
 
     plan = plan_series(csv_list(series), vocab_size=vocab_size, tokens=csv_ints(tokens_csv or "") or None,
                        tokens_per_param=tokens_per_param, lr=parse_lr(lr), fixed_data=fixed_data, basis=basis,
@@ -571,7 +572,7 @@ def run_staged_growth(work, tiny, domains_json, series, tokens_per_param, tokens
     from seedbed import store
     from seedbed.growth.plan import plan_series
     from seedbed.growth.series import parse_lr
-    from seedbed.job.config import csv_ints, csv_list
+    from seedbed.params import csv_ints, csv_list
     from seedbed.train.entry import _parse_sets
 
     if not store.is_s3(work):
@@ -650,7 +651,7 @@ def run_mixture_fit(work, tiny, domains_json, sweep_domains, presets, tokens_csv
                     upsample_fraction, vocab_size, seed, verify_seeds, sets, params):
     """Proxy sweep → mixture-law fits → optimal mixture and upsampling schedule (SPEC §2, §3), locally."""
     from seedbed import store
-    from seedbed.job.config import csv_ints, csv_list as csv
+    from seedbed.params import csv_ints, csv_list as csv
     from seedbed.mixture.sweep import SweepError, check_choices, design_sweep
     from seedbed.train.entry import _parse_sets
 
@@ -727,7 +728,7 @@ def fit_mixture_cmd(table, out, targets, heldout, drop_invalid):
     TABLE: CSV or Parquet with columns weight_<domain>…, model_size, n_tokens, <domain>_loss… (the layout
     public mixture-law data uses, and the one `mixture-fit` writes to results/results.csv).
     """
-    from seedbed.job.config import csv_list
+    from seedbed.params import csv_list
     from seedbed.mixture.stages import fit_stage
 
     r = fit_stage(out, table, csv_list(targets), heldout=heldout, drop_invalid=drop_invalid)
@@ -753,7 +754,7 @@ def fit_mixture_cmd(table, out, targets, heldout, drop_invalid):
 def plan_sweep_cmd(tokens_uri, domains_csv, vocab_size, presets, tokens_csv, heldout_presets, heldout_tokens,
                    n_mixtures, min_weight, eval_points, seq_len, global_batch_tokens):
     """Print a mixture-law proxy sweep (SPEC §2): the runs, their mixtures and the total FLOPs."""
-    from seedbed.job.config import csv_ints, csv_list
+    from seedbed.params import csv_ints, csv_list
     from seedbed.mixture.sweep import design_sweep
 
     if tokens_uri:

@@ -111,3 +111,16 @@ def test_report_of_an_unfinished_job_names_what_is_missing(tmp_path):
         assert part in md, md
     assert s["selection"] == {} and s["mixture"] == {} and s["series"] == {} and s["evaluation"] == []
     assert json.loads((tmp_path / "summary" / "summary.json").read_text())["report_uri"] == s["report_uri"]
+
+
+def test_comma_lists_strip_spaces_and_drop_empty_items():
+    """One helper for every comma-separated parameter: "a, b" is ["a", "b"], not ["a", " b"]."""
+    from seedbed import job, params
+
+    assert params.csv_list("a, b ,,c,") == ["a", "b", "c"] and params.csv_list("") == []
+    assert params.csv_ints(" 1e6, 2048 ,8192.0") == [1_000_000, 2048, 8192]
+    assert params.csv_floats("3, 10,30.5") == [3.0, 10.0, 30.5]
+    assert job.config.csv_list is params.csv_list and job.config.csv_ints is params.csv_ints
+    # the components parse their comma-separated arguments with these helpers, never by hand
+    by_hand = [p.name for p in (REPO / "components").glob("*.py") if 'split(",")' in p.read_text()]
+    assert not by_hand, f"components splitting comma lists by hand: {by_hand}"

@@ -33,6 +33,7 @@ from pathlib import Path
 import yaml
 
 from seedbed import store
+from seedbed.params import csv_ints, csv_list
 
 
 class ConfigError(ValueError):
@@ -45,16 +46,6 @@ def _csv(v) -> str:
 
 def _json(v) -> str:
     return json.dumps(v)
-
-
-def csv_list(s) -> list[str]:
-    """A comma-separated pipeline parameter as its items (stripped; empty ones dropped)."""
-    return [x.strip() for x in str(s).split(",") if x.strip()]
-
-
-def csv_ints(s) -> list[int]:
-    """A comma-separated list of token counts (``1e6`` too) as ints."""
-    return [int(float(x)) for x in csv_list(s)]
 
 
 #: section → key → (pipeline parameter, converter, expected YAML type(s))
