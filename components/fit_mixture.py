@@ -13,10 +13,8 @@ def fit_mixture(work_uri: str, table_uri: str, targets: str, report: Output[Mark
     from seedbed.params import csv_list
 
     r = fit_stage(work_uri, table_uri, csv_list(targets))
-    for row in r["mre"]:
-        for k, v in row.items():
-            if k != "target" and isinstance(v, (int, float)):
-                metrics.log_metric(f"{row['target']}_{k}_mre", v)
+    for name, value in r["metrics"].items():
+        metrics.log_metric(name, value)
     store.copy_to_path(r["report_uri"], report.path)
     report.metadata["uri"] = r["report_uri"]
     return r["fits_uri"]

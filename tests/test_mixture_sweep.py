@@ -115,6 +115,8 @@ def test_fit_and_optimize_stages_on_a_sweep_table_from_a_known_law(tiny_tokens, 
     assert row["joint_train"] <= row["additive_train"] + 1e-9 and row["additive_train"] < 0.5
     # validated on the larger size's unseen mixtures: two fit sizes pin α loosely (SPEC §2: 0.3–4.5% at larger N)
     assert row["additive_heldout"] < 3.0
+    assert fit["metrics"] == {f"mean_{k}_mre": row[k] for k in
+                              ("additive_train", "joint_train", "additive_heldout", "joint_heldout")}
     assert "data:image/png;base64," in store.read_text(fit["report_uri"])
     out = optimize_stage(work, fit["fits_uri"], "mean", "tiny-256", 1_000_000, min_weight=0.05)
     TrainConfig.from_dict({"tokens_uri": "-", "out_uri": "-", "total_tokens": 1_000_000, "preset": "tiny-256",

@@ -85,6 +85,8 @@ def fit_stage(work_uri: str, table_uri: str, targets: list[str] | None = None, h
               drop_invalid: bool = False) -> dict:
     """Fit both laws to every target on the sweep's fit runs, validate on its held-out runs (larger N,
     unseen mixtures); writes ``fit/fits.json``, ``fit/report.md`` (Table 2 layout + predicted-vs-observed plot).
+    Returns their URIs, the MRE rows (``mre``) and the same numbers as named ``metrics``
+    (``<target>_<law>_<split>_mre`` → float, e.g. ``mean_joint_heldout_mre``).
 
     ``table_uri``: any CSV/Parquet in the public layout (``weight_<domain>…, model_size, n_tokens,
     <domain>_loss…``). ``heldout``: ``"auto"`` (the sweep's ``heldout`` column when it marks rows,
@@ -113,8 +115,11 @@ def fit_stage(work_uri: str, table_uri: str, targets: list[str] | None = None, h
           f"over {len(table.domains)} domains ({', '.join(table.domains)}). MRE in %.", "", mre_table_markdown(rows), "",
           f"![predicted vs observed](data:image/png;base64,{base64.b64encode(png).decode()})", ""]
     store.write_text(store.join(out, "report.md"), "\n".join(md))
-    return {"fits_uri": store.join(out, "fits.json"), "report_uri": store.join(out, "report.md"),
-            "mre": [{k: v for k, v in r.items() if k not in ("additive", "joint")} for r in rows]}
+    mre = [{k: v for k, v in r.items() if k not in ("additive", "joint")} for r in rows]
+    metrics = {f"{row['target']}_{k}_mre": float(v) for row in mre for k, v in row.items()
+               if k != "target" and isinstance(v, (int, float))}
+    return {"fits_uri": store.join(out, "fits.json"), "report_uri": store.join(out, "report.md"), "mre": mre,
+            "metrics": metrics}
 
 
 def read_joint_fit(fits_uri: str, target: str):
