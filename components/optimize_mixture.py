@@ -18,6 +18,6 @@ def optimize_mixture(work_uri: str, fits_uri: str, target: str, preset: str, n_t
     r = optimize_stage(work_uri, fits_uri, target, preset, n_tokens, min_weight, max_repeats,
                        csv_list(upsample_domains) or None, upsample_fraction or None)
     with open(schedule.path, "w") as f:
-        json.dump({"mixture": r["mixture"], "upsample": r["upsample"]}, f, indent=2)
+        json.dump(r["fragment"], f, indent=2)
     schedule.metadata.update(uri=r["uri"], predicted_loss=r["optimum"]["loss"])
     return r["uri"]

@@ -123,3 +123,4 @@ def test_fit_and_optimize_stages_on_a_sweep_table_from_a_known_law(tiny_tokens, 
                            "mixture": out["mixture"], "upsample": out["upsample"]})
     assert out["optimum"]["loss"] <= out["optimum"]["uniform"]["loss"] + 1e-9
     assert store.read_json(out["uri"])["mixture"] == out["mixture"]
+    assert out["fragment"] == {"mixture": out["mixture"], "upsample": out["upsample"]}

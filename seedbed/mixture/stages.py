@@ -137,7 +137,10 @@ def optimize_stage(work_uri: str, fits_uri: str, target: str, preset: str, n_tok
                    max_repeats: float = 4.0, upsample_domains: list[str] | None = None,
                    upsample_fraction: float | None = None) -> dict:
     """h* for (N of ``preset``, ``n_tokens``) under the joint law, with per-domain bounds and the unique
-    tokens each domain really has; writes ``mixture.json``: the TrainConfig fragment (mixture + upsample)."""
+    tokens each domain really has; writes ``mixture.json``: the TrainConfig fragment (mixture + upsample).
+
+    Returns mixture.json's fields, its ``uri`` and the bare TrainConfig ``fragment``
+    (``{"mixture", "upsample"}``: what the pipeline hands on as the schedule artifact)."""
     from seedbed.mixture.optimize import optimal_mixture, schedule
     from seedbed.train.presets import get_preset, param_count
     from seedbed.train.schedule import DEFAULT_UPSAMPLE_FRACTION
@@ -157,7 +160,7 @@ def optimize_stage(work_uri: str, fits_uri: str, target: str, preset: str, n_tok
     out = {**sched, "optimum": opt.to_dict(), "target": target, "preset": preset, "n_tokens": int(n_tokens)}
     uri = store.join(work_uri, "mixture.json")
     store.write_json(uri, out)
-    return {"uri": uri, **out}
+    return {"uri": uri, **out, "fragment": {"mixture": sched["mixture"], "upsample": sched["upsample"]}}
 
 
 def verify_stage(work_uri: str, seeds: list[int] | None = None, mode: str = "local", spec: dict | None = None,
