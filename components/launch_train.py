@@ -37,19 +37,17 @@ def launch_training(
     ``mode="local"``: torchrun processes in this pod (``runtime`` and ``runtime_kind`` unused).
     The run's summary.json numbers become ``metrics``. ``timeout_s`` 0: no limit of our own. An empty ``config_uri`` trains nothing and returns "" (an unused stage slot).
     """
-    import json
-
-    from seedbed.launch import launch
+    from seedbed.launch import launch, spec_from_args
 
     if not config_uri:  # an unused slot of a pipeline with a fixed number of stages (staged-growth)
         trainjob.metadata["skipped"] = True
         return ""
 
-    spec = dict(
+    spec = spec_from_args(
         name=name, namespace=namespace, image=image, runtime=runtime, runtime_kind=runtime_kind, nodes=nodes,
         procs_per_node=procs_per_node, gpus_per_node=gpus_per_node, cpu_per_node=cpu_per_node,
-        memory_per_node=memory_per_node, shm_size=shm_size,
-        node_selector=json.loads(node_selector_json or "{}"), tolerations=json.loads(tolerations_json or "[]"),
+        memory_per_node=memory_per_node, shm_size=shm_size, node_selector_json=node_selector_json,
+        tolerations_json=tolerations_json,
     )
     result = launch(config_uri, mode, spec, record_path=trainjob.path, timeout_s=timeout_s)
     trainjob.metadata["mode"] = mode

@@ -21,11 +21,10 @@ def sweep_run(
     Everything comes from the loop item and pipeline parameters: kfp 2.17's local runner resolves
     any upstream task output inside a ParallelFor to the loop item (SPEC §6).
     """
-    import json
-
+    from seedbed.launch import spec_from_args
     from seedbed.mixture.stages import run_item
 
-    spec = dict(image=image, runtime=runtime, runtime_kind=runtime_kind, nodes=nodes, procs_per_node=procs_per_node,
-                gpus_per_node=gpus_per_node, node_selector=json.loads(node_selector_json or "{}"),
-                tolerations=json.loads(tolerations_json or "[]"))
+    spec = spec_from_args(image=image, runtime=runtime, runtime_kind=runtime_kind, nodes=nodes,
+                          procs_per_node=procs_per_node, gpus_per_node=gpus_per_node,
+                          node_selector_json=node_selector_json, tolerations_json=tolerations_json)
     return run_item(item, mode, spec)

@@ -747,6 +747,19 @@ def test_component_wires_the_library(monkeypatch, tmp_path):
     assert art.metadata == {"mode": "cluster", "out_uri": "s3://b/out"}
 
 
+def test_spec_from_args_parses_the_json_arguments_and_names_bad_ones():
+    from seedbed.launch import spec_from_args
+
+    spec = spec_from_args(image="img:1", nodes=2, node_selector_json='{"pool": "gpu"}',
+                          tolerations_json=json.dumps([GPU_TOLERATION]))
+    assert spec == {"image": "img:1", "nodes": 2, "node_selector": {"pool": "gpu"}, "tolerations": [GPU_TOLERATION]}
+    assert spec_from_args() == {"node_selector": {}, "tolerations": []}  # "" → none
+    with pytest.raises(LaunchError, match="node_selector_json: not valid JSON"):
+        spec_from_args(node_selector_json="{pool: gpu}")
+    with pytest.raises(LaunchError, match="tolerations_json: not valid JSON"):
+        spec_from_args(tolerations_json="[{]")
+
+
 @pytest.mark.parametrize("kind", [None, "ClusterTrainingRuntime", "TrainingRuntime"])
 def test_components_reference_the_runtime_kind_they_are_given(monkeypatch, tmp_path, kind):
     """launch_training and sweep_run turn runtime_kind into the TrainJob's runtimeRef.kind (real

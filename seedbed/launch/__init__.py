@@ -9,14 +9,33 @@ scalar fields picked out as metrics.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["MODES", "launch", "read_out_uri", "read_summary", "scalar_metrics"]
+__all__ = ["MODES", "launch", "read_out_uri", "read_summary", "scalar_metrics", "spec_from_args"]
 
 MODES = ("local", "cluster")
+
+
+def _json_arg(text: str, name: str, empty: str):
+    from seedbed.launch.trainjob import LaunchError
+
+    try:
+        return json.loads(text or empty)
+    except json.JSONDecodeError as e:
+        raise LaunchError(f"{name}: not valid JSON ({e}): {text!r}") from None
+
+
+def spec_from_args(*, node_selector_json: str = "", tolerations_json: str = "", **fields) -> dict:
+    """The ``spec`` :func:`launch` takes, from a component's flat arguments: ``fields`` (any
+    :class:`~seedbed.launch.trainjob.LaunchSpec` fields) as given, ``node_selector`` and
+    ``tolerations`` parsed from their JSON strings ("" → none); bad JSON raises a
+    :class:`~seedbed.launch.trainjob.LaunchError` naming the argument."""
+    return {**fields, "node_selector": _json_arg(node_selector_json, "node_selector_json", "{}"),
+            "tolerations": _json_arg(tolerations_json, "tolerations_json", "[]")}
 
 
 def read_out_uri(config_uri: str) -> str:
