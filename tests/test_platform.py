@@ -189,7 +189,7 @@ def test_launch_tasks_reference_the_namespaced_runtimes_by_default(default):
     ("a: [", "platform file"),
 ])
 def test_bad_platform_files_are_refused_by_name(tmp_path, text, message):
-    from pipelines._common import Platform
+    from seedbed.platform import Platform
 
     (tmp_path / "p.yaml").write_text(text)
     with pytest.raises(ValueError, match=re.escape(message)):

@@ -89,6 +89,9 @@ __all__ = [
     "job_state",
     "load_kube_config",
     "submit_and_watch",
+    "quantity",
+    "check_label_map",
+    "check_tolerations",
 ]
 
 GROUP = "trainer.kubeflow.org"
@@ -171,7 +174,8 @@ class TrainJobConflict(LaunchError):
 # ----------------------------------------------------------------------------- the spec
 
 
-def _quantity(value, what: str) -> str:
+def quantity(value, what: str) -> str:
+    """``value`` as a positive Kubernetes quantity string, or a :class:`LaunchError` naming ``what``."""
     from kubernetes.utils import parse_quantity
 
     if isinstance(value, bool) or value is None or value == "":
@@ -194,7 +198,8 @@ def _quantity_value(text: str):
     return parse_quantity(text)
 
 
-def _check_label_map(labels: dict, what: str, *, values_required: bool = False) -> dict[str, str]:
+def check_label_map(labels: dict, what: str, *, values_required: bool = False) -> dict[str, str]:
+    """``labels`` (a node selector, pod labels) checked as Kubernetes label keys and values."""
     if labels is None:
         return {}
     if not isinstance(labels, dict):
@@ -223,7 +228,8 @@ def _check_label_map(labels: dict, what: str, *, values_required: bool = False) 
     return out
 
 
-def _check_tolerations(tols) -> list[dict]:
+def check_tolerations(tols) -> list[dict]:
+    """``tols`` checked as a list of Kubernetes tolerations."""
     if tols is None:
         return []
     if not isinstance(tols, list):
@@ -375,14 +381,14 @@ class LaunchSpec:
         if self.active_deadline_s is not None:
             self.active_deadline_s = _positive_int(self.active_deadline_s, "active_deadline_s")
         if self.cpu_per_node not in (None, ""):
-            self.cpu_per_node = _quantity(self.cpu_per_node, "cpu_per_node")
+            self.cpu_per_node = quantity(self.cpu_per_node, "cpu_per_node")
         else:
             self.cpu_per_node = None
         if self.memory_per_node not in (None, ""):
-            self.memory_per_node = _quantity(self.memory_per_node, "memory_per_node")
+            self.memory_per_node = quantity(self.memory_per_node, "memory_per_node")
         else:
             self.memory_per_node = None
-        self.shm_size = _quantity(self.shm_size, "shm_size")
+        self.shm_size = quantity(self.shm_size, "shm_size")
         if self.memory_per_node and _quantity_value(self.shm_size) > _quantity_value(self.memory_per_node):
             raise LaunchError(
                 f"shm_size {self.shm_size} exceeds memory_per_node {self.memory_per_node}: pages in the "
@@ -402,9 +408,9 @@ class LaunchSpec:
             clash |= set(self.env) & set(S3_SECRET_KEYS)
         if clash:
             raise LaunchError(f"env: {sorted(clash)} also come from a Secret; set each variable once")
-        self.node_selector = _check_label_map(self.node_selector, "node_selector")
-        self.tolerations = _check_tolerations(self.tolerations)
-        self.labels = _check_label_map(self.labels, "labels")
+        self.node_selector = check_label_map(self.node_selector, "node_selector")
+        self.tolerations = check_tolerations(self.tolerations)
+        self.labels = check_label_map(self.labels, "labels")
         reserved = sorted(k for k in self.labels if k == SPEC_HASH_LABEL or k == NAME_LABEL)
         if reserved:
             raise LaunchError(f"labels: {reserved} are set by seedbed itself")
