@@ -47,3 +47,36 @@ $(BUILDS): image-build-%:
 
 $(PUSHES): image-push-%:
 	$(DOCKER) push $(call ref,$*)
+
+# The evidence of docs/results.md: five experiments on the real ../shared/data, then the tables
+# and plots (docs/results/). Each resumes: rerun to finish an interrupted one. About 3 h on 2 CPU
+# cores (docs/results.md lists each experiment's time). `bash scripts/env.sh` makes .venv first.
+#
+#   make reproduce                       # all five + report
+#   make reproduce-betr REPRO_WORK=/scratch/repro
+REPRO_PY ?= .venv/bin/python
+REPRO_WORK ?= runs/reproduce
+REPRO = benchmarks/reproduce
+
+.PHONY: reproduce reproduce-betr reproduce-keep-rate reproduce-growth reproduce-upsampling reproduce-mixture reproduce-report
+
+reproduce: reproduce-betr reproduce-keep-rate reproduce-growth reproduce-upsampling reproduce-mixture
+	$(MAKE) reproduce-report
+
+reproduce-betr:
+	$(REPRO_PY) $(REPRO)/betr_vs_random.py --work $(REPRO_WORK)/betr
+
+reproduce-keep-rate: reproduce-betr
+	$(REPRO_PY) $(REPRO)/keep_rate.py --work $(REPRO_WORK)/betr
+
+reproduce-growth:
+	$(REPRO_PY) $(REPRO)/growth.py --work $(REPRO_WORK)
+
+reproduce-upsampling:
+	$(REPRO_PY) $(REPRO)/upsampling.py --work $(REPRO_WORK)/upsampling
+
+reproduce-mixture:
+	$(REPRO_PY) $(REPRO)/mixture_law.py --work $(REPRO_WORK)/mixture-law
+
+reproduce-report:
+	$(REPRO_PY) $(REPRO)/report.py --work $(REPRO_WORK) --out docs/results
